@@ -1,0 +1,1 @@
+"""Thin HTTP endpoints: parse, call a service, render JSON."""

@@ -1,0 +1,82 @@
+"""Sign-up, login, tokens and the caller's own account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import schemas
+from ..errors import InvalidRequest, MfaError
+from ..services import account, login, tokens, users
+from .common import body, context, json, meta, no_content, principal
+
+
+class SignupDisabled(MfaError):
+    status, error = 403, "signup_disabled"
+
+    def __init__(self) -> None:
+        super().__init__("Sign-up is closed on this service; ask an administrator for an account.")
+
+
+async def signup(request: Request) -> Response:
+    ctx = context(request)
+    if not ctx.settings.open_signup:
+        raise SignupDisabled
+    data = await body(request, schemas.Signup)
+    return json(await users.create(ctx, data.username, data.password, meta(request)), 201)
+
+
+async def password(request: Request) -> Response:
+    data = await body(request, schemas.Login)
+    return json(
+        await login.password_login(context(request), data.username, data.password, meta(request))
+    )
+
+
+async def challenge(request: Request) -> Response:
+    ctx = context(request)
+    data = await body(request, schemas.LoginChallenge)
+    return json(await ctx.run(login.challenge, ctx, data.mfa_token, data.factor_id))
+
+
+async def verify(request: Request) -> Response:
+    ctx = context(request)
+    data = await body(request, schemas.LoginVerify)
+    answer: str | dict[str, Any]
+    if data.credential is not None:
+        answer = data.credential
+    elif data.code is not None and data.factor_id is not None:
+        answer = data.code
+    else:
+        raise InvalidRequest("Send factor_id and code, or a security key's credential.")
+    return json(
+        await ctx.run(login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request))
+    )
+
+
+async def refresh(request: Request) -> Response:
+    ctx = context(request)
+    data = await body(request, schemas.RefreshTokenBody)
+    return json(await ctx.run(tokens.refresh, ctx, data.refresh_token, meta(request)))
+
+
+async def logout(request: Request) -> Response:
+    ctx = context(request)
+    data = await body(request, schemas.RefreshTokenBody)
+    await ctx.run(tokens.logout, ctx, data.refresh_token, meta(request))
+    return no_content()
+
+
+async def jwks(request: Request) -> Response:
+    ctx = context(request)
+    keys = await ctx.run(ctx.keys.jwks)
+    # Verifiers may cache the set briefly and fetch it again when they meet an unknown kid.
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=60"})
+
+
+async def me(request: Request) -> Response:
+    ctx = context(request)
+    who = await principal(request)
+    return json(await ctx.run(account.me, ctx, who))

@@ -1,0 +1,127 @@
+"""The ``mfa`` command: serve, and the operator's tasks on the same database."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+
+import anyio
+import uvicorn
+
+from .config import ConfigError, Settings
+from .context import CLI, Context
+from .db import Database
+from .errors import MfaError
+from .services import keys, users
+
+Command = Callable[[argparse.Namespace, Context], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:
+        print(f"mfa: configuration: {e}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(args, settings)
+    ctx = Context.create(settings)
+    ctx.db.create_schema()
+    handler: Command = args.handler
+    try:
+        return handler(args, ctx)
+    except MfaError as e:
+        print(f"mfa: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        ctx.db.dispose()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mfa", description="Multi-factor authentication service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    add = user.add_parser("add", help="create a user")
+    add.add_argument("username")
+    add.add_argument("--admin", action="store_true", help="give the admin role")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from one line of stdin"
+    )
+    add.set_defaults(handler=_user_add)
+    unlock = user.add_parser("unlock", help="clear a user's lock, failure count and back-off")
+    unlock.add_argument("username")
+    unlock.set_defaults(handler=_user_unlock)
+
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(
+        dest="action", required=True
+    )
+    keys.add_parser("rotate", help="make a new signing key current").set_defaults(
+        handler=_keys_rotate
+    )
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Create the schema once here, before the workers start, so they never race to create it.
+    db = Database(settings.database_url)
+    db.create_schema()
+    db.dispose()
+    uvicorn.run(
+        "mfa.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=False,  # X-Forwarded-For is read only from MFA_TRUSTED_PROXIES
+        server_header=False,
+        access_log=False,
+    )
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat: ") != first:
+        raise MfaError("The passwords differ.")
+    return first
+
+
+def _user_add(args: argparse.Namespace, ctx: Context) -> int:
+    password = _read_password(args.password_stdin)
+    user = anyio.run(
+        lambda: users.create(
+            ctx, args.username, password, CLI, admin=args.admin, event="user_created"
+        )
+    )
+    print(f"created {user['username']} ({user['id']}){' admin' if args.admin else ''}")
+    return 0
+
+
+def _user_unlock(args: argparse.Namespace, ctx: Context) -> int:
+    cleared = users.unlock(ctx, args.username, CLI)
+    print(f"unlocked {args.username}" if cleared else f"{args.username} was not locked")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace, ctx: Context) -> int:
+    kid = keys.rotate_now(ctx.db, ctx.box, ctx.now(), CLI)
+    print(f"new signing key {kid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""What a service call needs: the process-wide collaborators and who is asking."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+
+from .config import Settings
+from .db import Database
+from .secretbox import SecretBox, load_or_create_key
+from .services.keys import KeyStore
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    """Who is asking, for the audit log."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+CLI = RequestMeta(ip=None, user_agent="mfa-cli")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    db: Database
+    box: SecretBox
+    keys: KeyStore
+    clock: Callable[[], float] = time.time
+    _hash_limiter: CapacityLimiter | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Context:
+        key = settings.encryption_key or load_or_create_key(settings.data_dir)
+        box = SecretBox(key)
+        db = Database(settings.database_url)
+        keys = KeyStore(db, box, settings=settings, clock=clock)
+        return cls(settings=settings, db=db, box=box, keys=keys, clock=clock)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking work (database, crypto) in a worker thread."""
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+    async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a password hash in a thread, at most one per core at a time.
+
+        argon2id is memory-hard and CPU-bound: more hashes at once than cores only queue inside
+        the kernel, holding worker threads that other requests need.
+        """
+        if self._hash_limiter is None:
+            self._hash_limiter = CapacityLimiter(os.cpu_count() or 1)
+        return await anyio.to_thread.run_sync(
+            lambda: fn(*args, **kwargs), limiter=self._hash_limiter
+        )

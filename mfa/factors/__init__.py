@@ -1,0 +1,1 @@
+"""Factor types: the pure algorithms behind each kind of second factor."""

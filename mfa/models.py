@@ -1,0 +1,142 @@
+"""The database tables.
+
+Times are Unix seconds (integers). Ids are random UUIDs made here, before the insert, so that a
+secret can be sealed to its row (``mfa.secretbox``) in the same statement that stores it.
+Secrets live only in ``LargeBinary`` columns holding sealed values; tokens only as hashes.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Table, Text
+from sqlalchemy import inspect as sa_inspect
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table behind a model, for statements that need no ORM."""
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    username: str = Field(max_length=64)
+    # Lower-cased username: uniqueness and lookups ignore case.
+    username_key: str = Field(max_length=64, unique=True)
+    password_hash: str = Field(max_length=256)
+    is_admin: bool = False
+    created_at: int = Field(sa_type=BigInteger)
+
+
+class Factor(SQLModel, table=True):
+    """An enrolled second factor. Type-specific state lives in the columns its type uses."""
+
+    __tablename__ = "factors"
+    __table_args__ = (Index("ix_factors_user", "user_id", "status"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="users.id", ondelete="CASCADE", max_length=36)
+    type: str = Field(max_length=16)
+    label: str = Field(max_length=64)
+    status: str = Field(max_length=16)  # pending | active | disabled
+    created_at: int = Field(sa_type=BigInteger)
+    confirmed_at: int | None = Field(default=None, sa_type=BigInteger)
+    last_used_at: int | None = Field(default=None, sa_type=BigInteger)
+    # OTP kinds (totp, hotp, ocra): the sealed key and its parameters.
+    secret: bytes | None = Field(default=None, sa_type=LargeBinary)
+    algorithm: str | None = Field(default=None, max_length=8)
+    digits: int | None = None
+    period: int | None = None
+    # The next acceptable counter: an HOTP/OCRA counter, or a TOTP/OCRA time step. A code is
+    # accepted by ``UPDATE ... SET counter = c + 1 WHERE counter <= c`` and so never twice.
+    counter: int = Field(default=0, sa_type=BigInteger)
+    suite: str | None = Field(default=None, max_length=128)
+    pin: bytes | None = Field(default=None, sa_type=LargeBinary)
+    serial: str | None = Field(default=None, max_length=64)
+    # The open enrollment challenge of a pending factor (an OCRA question, WebAuthn state).
+    challenge: str | None = Field(default=None, sa_type=Text)
+
+
+class LoginTransaction(SQLModel, table=True):
+    """What an ``mfa_token`` points at: a password login waiting for its second factor."""
+
+    __tablename__ = "login_transactions"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary(32), unique=True, nullable=False))
+    user_id: str = Field(foreign_key="users.id", ondelete="CASCADE", max_length=36, index=True)
+    created_at: int = Field(sa_type=BigInteger)
+    expires_at: int = Field(sa_type=BigInteger)
+    failures: int = 0
+    spent_at: int | None = Field(default=None, sa_type=BigInteger)
+    # The open challenge of this login (an OCRA question, WebAuthn state), for one factor.
+    challenge_factor_id: str | None = Field(default=None, max_length=36)
+    challenge: str | None = Field(default=None, sa_type=Text)
+
+
+class RefreshToken(SQLModel, table=True):
+    """One link of a refresh-token family; a family is one login and shares ``family_id``."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary(32), unique=True, nullable=False))
+    family_id: str = Field(max_length=36, index=True)
+    user_id: str = Field(foreign_key="users.id", ondelete="CASCADE", max_length=36, index=True)
+    auth_time: int = Field(sa_type=BigInteger)
+    amr: str = Field(max_length=64)  # space-separated RFC 8176 values
+    created_at: int = Field(sa_type=BigInteger)
+    expires_at: int = Field(sa_type=BigInteger)
+    spent_at: int | None = Field(default=None, sa_type=BigInteger)
+    revoked_at: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class SigningKey(SQLModel, table=True):
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    private_key: bytes = Field(sa_type=LargeBinary)  # sealed PEM
+    public_jwk: str = Field(sa_type=Text)
+    created_at: int = Field(sa_type=BigInteger)
+    retired_at: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class Throttle(SQLModel, table=True):
+    """Consecutive failures of one user's second factors, or of one username's passwords.
+
+    ``key`` is ``"mfa:<user id>"`` or ``"pwd:<username key>"``. Updated only by atomic
+    statements, so the count holds across threads, processes and hosts.
+    """
+
+    __tablename__ = "throttles"
+
+    key: str = Field(primary_key=True, max_length=80)
+    failures: int = 0
+    blocked_until: int = Field(default=0, sa_type=BigInteger)
+    locked: bool = False
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_user_time", "user_id", "time"),
+        Index("ix_audit_time", "time"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: int = Field(sa_type=BigInteger)
+    event: str = Field(max_length=40)
+    user_id: str | None = Field(default=None, max_length=36)
+    username: str | None = Field(default=None, max_length=64)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, sa_column=Column(String(256)))
+    detail: str = Field(default="{}", sa_type=Text)  # JSON object

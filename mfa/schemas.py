@@ -1,0 +1,104 @@
+"""The API's request bodies, validated strictly: a wrong type is an error, never coerced.
+
+Responses are plain dicts built by the services; none of them ever holds a stored secret.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
+
+
+def _clean_label(value: str) -> str:
+    value = " ".join(value.split())
+    if not value:
+        raise ValueError("the label is empty")
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError("the label has unprintable characters")
+    return value
+
+
+def _printable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no name, code or label needs a control character.
+    if not value.isprintable():
+        raise ValueError("unprintable characters")
+    return value
+
+
+Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+# Long enough for the policy's own message (mfa.passwords) to be the one a user sees.
+Password = Annotated[str, StringConstraints(max_length=4096)]
+Label = Annotated[str, StringConstraints(max_length=64), AfterValidator(_clean_label)]
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,512}$")]
+Code = Annotated[str, StringConstraints(pattern=r"^[ -~]{1,64}$")]
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+Credential = Annotated[dict[str, Any], Field()]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Signup(Body):
+    username: Username
+    password: Password
+
+
+class Login(Body):
+    # Any string up to the limit: an unknown or oddly spelled username must cost and answer the
+    # same as a wrong password, never a different error.
+    username: Annotated[
+        str, StringConstraints(min_length=1, max_length=256), AfterValidator(_printable)
+    ]
+    password: Password
+
+
+class LoginChallenge(Body):
+    mfa_token: Token
+    factor_id: Id
+
+
+class LoginVerify(Body):
+    mfa_token: Token
+    factor_id: Id | None = None
+    code: Code | None = None
+    credential: Credential | None = None
+
+
+class RefreshTokenBody(Body):
+    refresh_token: Token
+
+
+class TotpEnroll(Body):
+    type: Literal["totp"]
+    label: Label = "Authenticator app"
+    algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
+    digits: Literal[6, 8] = 6
+    period: Literal[30, 60] = 30
+
+
+class HotpEnroll(Body):
+    type: Literal["hotp"]
+    label: Label = "Authenticator app (counter)"
+    algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
+    digits: Literal[6, 8] = 6
+
+
+EnrollRequest = Annotated[TotpEnroll | HotpEnroll, Field(discriminator="type")]
+
+
+class Confirm(Body):
+    code: Code | None = None
+    credential: Credential | None = None
+
+
+class Rename(Body):
+    label: Label
+
+
+class Resync(Body):
+    code1: Code
+    code2: Code

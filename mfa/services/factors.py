@@ -1,0 +1,349 @@
+"""A user's factors: enroll, confirm, list, rename, remove, resync."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from ..errors import (
+    InvalidRequest,
+    MfaError,
+    NotFound,
+    StepUpRequired,
+    Unauthorized,
+    VerificationFailed,
+)
+from ..factors.base import Rejected
+from ..factors.hotp import Hotp
+from ..models import Factor, LoginTransaction, User, new_id
+from . import audit, throttle, tokens, transactions, users
+from .handlers import HANDLERS, Answer, accept_counter, open_secret, secret_context
+
+if TYPE_CHECKING:
+    from ..context import Context, RequestMeta
+    from .tokens import Principal
+
+MAX_FACTORS_PER_USER = 20
+
+
+def view(session: Session, factor: Factor) -> dict[str, Any]:
+    """A factor as the API shows it: never its secret."""
+    out: dict[str, Any] = {
+        "id": factor.id,
+        "type": factor.type,
+        "label": factor.label,
+        "status": factor.status,
+        "created_at": factor.created_at,
+        "confirmed_at": factor.confirmed_at,
+        "last_used_at": factor.last_used_at,
+    }
+    if factor.serial:
+        out["serial"] = factor.serial
+    HANDLERS[factor.type].describe(session, factor, out)
+    return out
+
+
+def login_view(session: Session, factor: Factor) -> dict[str, Any]:
+    """The little a login shows about each factor before the second factor."""
+    full = view(session, factor)
+    return {k: full[k] for k in ("id", "type", "label", "remaining", "serial") if k in full}
+
+
+def active(session: Session, user_id: str) -> list[Factor]:
+    return list(
+        session.scalars(
+            select(Factor)
+            .where(col(Factor.user_id) == user_id, col(Factor.status) == "active")
+            .order_by(col(Factor.created_at), col(Factor.id))
+        )
+    )
+
+
+def has_active(session: Session, user_id: str) -> bool:
+    return (
+        session.execute(
+            select(col(Factor.id))
+            .where(col(Factor.user_id) == user_id, col(Factor.status) == "active")
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
+    with ctx.db.read() as session:
+        return listing_in(session, user_id)
+
+
+def listing_in(session: Session, user_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Factor)
+        .where(col(Factor.user_id) == user_id)
+        .order_by(col(Factor.created_at), col(Factor.id))
+    )
+    return [view(session, f) for f in rows]
+
+
+@dataclass
+class Enroller:
+    """Who enrolls: a user with an access token, or a login that must enroll a first factor
+    (its ``mfa_token`` as the bearer)."""
+
+    principal: Principal | None = None
+    mfa_token: str | None = None
+    tx: LoginTransaction | None = None
+
+    def user_id(self, session: Session, now: int) -> str:
+        if self.principal is not None:
+            return self.principal.user_id
+        assert self.mfa_token is not None
+        try:
+            tx = transactions.open_live(session, self.mfa_token, now)
+        except MfaError:
+            raise Unauthorized from None
+        # Only while the user has no active factor: otherwise an mfa_token would be a way
+        # around the second factor the user already has.
+        if has_active(session, tx.user_id):
+            raise Unauthorized
+        self.tx = tx
+        return tx.user_id
+
+
+def enroll(ctx: Context, enroller: Enroller, request: Any, meta: RequestMeta) -> dict[str, Any]:
+    """Create a pending factor and show its secret (or creation options) this once."""
+    now = ctx.now()
+    factor_id = new_id()
+    with ctx.db.write() as session:
+        user = users.get(session, enroller.user_id(session, now))
+        count = session.execute(
+            select(func.count()).select_from(Factor).where(col(Factor.user_id) == user.id)
+        ).scalar_one()
+        if count >= MAX_FACTORS_PER_USER:
+            raise InvalidRequest(f"A user can have at most {MAX_FACTORS_PER_USER} factors.")
+        enrollment = HANDLERS[request.type].enroll(session, ctx, request, user, factor_id, now)
+        factor = Factor(
+            id=factor_id,
+            user_id=user.id,
+            type=request.type,
+            label=request.label,
+            status="pending",
+            created_at=now,
+            challenge=enrollment.challenge,
+            secret=(
+                ctx.box.seal(enrollment.secret, context=secret_context(factor_id))
+                if enrollment.secret is not None
+                else None
+            ),
+            **enrollment.columns,
+        )
+        session.add(factor)
+        session.flush()
+        audit.record(
+            session,
+            "factor_enrolled",
+            now=now,
+            meta=meta,
+            user_id=user.id,
+            username=user.username,
+            factor_id=factor.id,
+            factor_type=factor.type,
+        )
+        return {**view(session, factor), **enrollment.reveal}
+
+
+def confirm(
+    ctx: Context, enroller: Enroller, factor_id: str, answer: Answer, meta: RequestMeta
+) -> dict[str, Any]:
+    """Activate a pending factor with one right answer. For a login that had to enroll, that
+    answer is its second factor: the login transaction is spent and tokens come back."""
+    now = ctx.now()
+    signer = ctx.keys.signer()
+    error: MfaError | None = None
+    with ctx.db.write() as session:
+        user = users.get(session, enroller.user_id(session, now))
+        factor = owned(session, user.id, factor_id)
+        if factor.status != "pending":
+            raise InvalidRequest("This factor is not waiting for confirmation.")
+        try:
+            HANDLERS[factor.type].confirm(session, ctx, factor, answer, now)
+        except Rejected as r:
+            if enroller.tx is not None:
+                transactions.count_failure(session, enroller.tx)
+            audit.record(
+                session,
+                "factor_failed",
+                now=now,
+                meta=meta,
+                user_id=user.id,
+                username=user.username,
+                factor_id=factor.id,
+                factor_type=factor.type,
+                reason=r.reason,
+                stage="confirm",
+            )
+            error = VerificationFailed("The answer did not confirm the factor.")
+        else:
+            factor.status = "active"
+            factor.confirmed_at = now
+            factor.challenge = None
+            audit.record(
+                session,
+                "factor_confirmed",
+                now=now,
+                meta=meta,
+                user_id=user.id,
+                username=user.username,
+                factor_id=factor.id,
+                factor_type=factor.type,
+            )
+            result = view(session, factor)
+            if enroller.tx is not None:
+                transactions.spend(session, enroller.tx, now)
+                result |= tokens.issue(
+                    session,
+                    ctx,
+                    signer,
+                    user_id=user.id,
+                    amr=["pwd", *amr_of(factor.type), "mfa"],
+                    auth_time=now,
+                    now=now,
+                )
+            else:
+                assert enroller.principal is not None
+                tokens.revoke_other_families(session, user.id, enroller.principal.family_id, now)
+    if error:
+        raise error
+    return result
+
+
+def record_failure(
+    session: Session,
+    user: User,
+    factor: Factor | None,
+    reason: str,
+    now: int,
+    meta: RequestMeta,
+    *,
+    stage: str,
+) -> None:
+    """Audit a wrong answer (already counted by its throttle claim); lock at the limit."""
+    audit.record(
+        session,
+        "factor_failed",
+        now=now,
+        meta=meta,
+        user_id=user.id,
+        username=user.username,
+        factor_id=factor.id if factor else None,
+        factor_type=factor.type if factor else None,
+        reason=reason,
+        stage=stage,
+    )
+    if throttle.lock_if_exhausted(session, throttle.MFA, user.id):
+        audit.record(session, "locked", now=now, meta=meta, user_id=user.id, username=user.username)
+
+
+def amr_of(factor_type: str) -> list[str]:
+    """RFC 8176 method of a factor type (before what a single use adds, like ``user``)."""
+    return ["hwk"] if factor_type == "webauthn" else ["otp"]
+
+
+def owned(session: Session, user_id: str, factor_id: str) -> Factor:
+    factor = session.scalars(
+        select(Factor).where(col(Factor.id) == factor_id, col(Factor.user_id) == user_id)
+    ).first()
+    if factor is None:
+        raise NotFound("No such factor.")
+    return factor
+
+
+def rename(
+    ctx: Context, principal: Principal, factor_id: str, label: str, meta: RequestMeta
+) -> dict[str, Any]:
+    now = ctx.now()
+    with ctx.db.write() as session:
+        user = users.get(session, principal.user_id)
+        factor = owned(session, user.id, factor_id)
+        factor.label = label
+        audit.record(
+            session,
+            "factor_renamed",
+            now=now,
+            meta=meta,
+            user_id=user.id,
+            username=user.username,
+            factor_id=factor.id,
+            factor_type=factor.type,
+        )
+        return view(session, factor)
+
+
+def require_recent(ctx: Context, principal: Principal) -> None:
+    """Step-up: a sensitive change needs a second factor from the last few minutes."""
+    if ctx.now() - principal.auth_time > ctx.settings.step_up_max_age:
+        raise StepUpRequired
+
+
+def remove(ctx: Context, principal: Principal, factor_id: str, meta: RequestMeta) -> None:
+    now = ctx.now()
+    with ctx.db.write() as session:
+        user = users.get(session, principal.user_id)
+        factor = owned(session, user.id, factor_id)
+        was_active = factor.status == "active"
+        if was_active:
+            require_recent(ctx, principal)
+        session.delete(factor)
+        audit.record(
+            session,
+            "factor_removed",
+            now=now,
+            meta=meta,
+            user_id=user.id,
+            username=user.username,
+            factor_id=factor.id,
+            factor_type=factor.type,
+        )
+        if was_active:
+            tokens.revoke_other_families(session, user.id, principal.family_id, now)
+
+
+def resync(
+    ctx: Context, principal: Principal, factor_id: str, code1: str, code2: str, meta: RequestMeta
+) -> dict[str, Any]:
+    """Bring an HOTP factor's counter up to a token that ran past the look-ahead window.
+
+    Throttled like a login: two codes are a guess too."""
+    now = ctx.now()
+    error: MfaError | None = None
+    with ctx.db.write() as session:
+        user = users.get(session, principal.user_id)
+        factor = owned(session, user.id, factor_id)
+        if factor.type != "hotp" or factor.status != "active":
+            raise InvalidRequest("Only an active HOTP factor can be resynchronized.")
+        throttle.claim(session, throttle.MFA, user.id, now)
+        try:
+            accepted = Hotp().resync(factor, open_secret(ctx, factor), code1, code2)
+            assert accepted.counter is not None
+            accept_counter(session, factor, accepted.counter, now, status="active")
+        except Rejected as r:
+            record_failure(session, user, factor, r.reason, now, meta, stage="resync")
+            error = VerificationFailed("The two codes are not consecutive codes of this token.")
+        else:
+            throttle.succeeded(session, throttle.MFA, user.id)
+            audit.record(
+                session,
+                "factor_resynced",
+                now=now,
+                meta=meta,
+                user_id=user.id,
+                username=user.username,
+                factor_id=factor.id,
+                factor_type=factor.type,
+            )
+            result = view(session, factor)
+    if error:
+        raise error
+    return result

@@ -1,0 +1,151 @@
+"""Signing keys: stored in the database, sealed, and cached briefly in each process.
+
+Every instance of a deployment reads the same rows, so all sign with the same current key and
+publish the same JWKS. A rotation on one instance reaches the others when their cache expires
+(``MFA_KEY_CACHE_SECONDS``), or at once when they meet a token with a ``kid`` they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from joserfc.jwk import ECKey, KeySet
+from sqlalchemy import or_, select, update
+from sqlmodel import Session, col
+
+from .. import jwt
+from ..config import Settings
+from ..db import Database
+from ..models import SigningKey
+from ..secretbox import SecretBox
+from . import audit
+
+if TYPE_CHECKING:
+    from ..context import RequestMeta
+
+# Tokens may be checked a little after they expire elsewhere (clock skew); keep retired keys
+# published for that long beyond the access-token lifetime.
+_SKEW_SECONDS = 60
+# A token with an unknown kid forces a reload, but not more often than this.
+_MISS_RELOAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    signer: ECKey
+    published: KeySet
+    jwks: dict[str, Any]
+    loaded_at: float
+
+
+class KeyStore:
+    def __init__(
+        self, db: Database, box: SecretBox, *, settings: Settings, clock: Callable[[], float]
+    ) -> None:
+        self._db = db
+        self._box = box
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+
+    def signer(self) -> ECKey:
+        return self._current().signer
+
+    def keyset(self) -> KeySet:
+        return self._current().published
+
+    def jwks(self) -> dict[str, Any]:
+        return self._current().jwks
+
+    def knows(self, kid: str) -> bool:
+        """Whether ``kid`` is published, reloading once if it is not (a fresh rotation)."""
+        snap = self._current()
+        if any(k.kid == kid for k in snap.published.keys):
+            return True
+        if time.monotonic() - snap.loaded_at < _MISS_RELOAD_SECONDS:
+            return False
+        snap = self._reload()
+        return any(k.kid == kid for k in snap.published.keys)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._snapshot = None
+
+    def _current(self) -> _Snapshot:
+        snap = self._snapshot
+        if snap is None or time.monotonic() - snap.loaded_at > self._settings.key_cache_seconds:
+            snap = self._reload()
+        return snap
+
+    def _reload(self) -> _Snapshot:
+        with self._lock:
+            now = int(self._clock())
+            with self._db.read() as session:
+                rows = published_keys(session, now, self._settings.access_token_ttl)
+            if not rows:
+                with self._db.write() as session:
+                    rotate(session, self._box, now)
+                with self._db.read() as session:
+                    rows = published_keys(session, now, self._settings.access_token_ttl)
+            current = next(r for r in rows if r.retired_at is None)
+            signer = jwt.load_private(
+                self._box.open(current.private_key, context=_context(current.kid)), current.kid
+            )
+            public = [json.loads(r.public_jwk) for r in rows]
+            snap = _Snapshot(
+                signer=signer,
+                published=jwt.keyset(public),
+                jwks={"keys": public},
+                loaded_at=time.monotonic(),
+            )
+            self._snapshot = snap
+            return snap
+
+
+def published_keys(session: Session, now: int, access_ttl: int) -> list[SigningKey]:
+    """The current key first, then retired keys whose tokens may still be alive."""
+    cutoff = now - access_ttl - _SKEW_SECONDS
+    rows = session.scalars(
+        select(SigningKey)
+        .where(or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > cutoff))
+        .order_by(col(SigningKey.created_at).desc(), col(SigningKey.kid))
+    ).all()
+    # Two instances starting at once may each create a first key; the newest one signs.
+    current = [r for r in rows if r.retired_at is None][:1]
+    return current + [r for r in rows if r not in current]
+
+
+def rotate(session: Session, box: SecretBox, now: int) -> str:
+    """Retire the current key(s) and make a new one current; return its kid."""
+    key = jwt.generate_key()
+    kid = str(key.kid)
+    session.execute(
+        update(SigningKey).where(col(SigningKey.retired_at).is_(None)).values(retired_at=now)
+    )
+    session.add(
+        SigningKey(
+            kid=kid,
+            private_key=box.seal(jwt.private_pem(key), context=_context(kid)),
+            public_jwk=json.dumps(jwt.public_jwk(key)),
+            created_at=now,
+        )
+    )
+    return kid
+
+
+def _context(kid: str) -> str:
+    return f"signing_key:{kid}:private_key"
+
+
+def rotate_now(db: Database, box: SecretBox, now: int, meta: RequestMeta) -> str:
+    """``mfa keys rotate``: a new key signs from now on; the old one stays published."""
+    with db.write() as session:
+        kid = rotate(session, box, now)
+        audit.record(session, "signing_key_rotated", now=now, meta=meta, kid=kid)
+    return kid

@@ -1,0 +1,220 @@
+"""The login: a password opens a login transaction; a second factor finishes it.
+
+No path here issues an access token without a second factor. A verify call is one write
+transaction that, in this order, locks the login transaction, claims a throttle slot for the
+user, checks the answer and accepts it with a conditional update, and spends the login
+transaction. Failures are recorded in that same transaction and raised after it commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from .. import passwords
+from ..errors import (
+    InvalidCredentials,
+    Locked,
+    MfaError,
+    NotFound,
+    TooManyAttempts,
+    VerificationFailed,
+)
+from ..factors.base import Rejected
+from ..models import Factor, User
+from . import audit, throttle, tokens, transactions, users
+from .factors import active, login_view, record_failure
+from .handlers import HANDLERS, Answer
+
+if TYPE_CHECKING:
+    from ..context import Context, RequestMeta
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """The account a password attempt is about; no id and no hash if there is none."""
+
+    username: str
+    user_id: str | None
+    password_hash: str | None
+
+
+async def password_login(
+    ctx: Context, username: str, password: str, meta: RequestMeta
+) -> dict[str, Any]:
+    """Check the password and open a login transaction. An unknown username costs and answers
+    exactly as a wrong password does."""
+    candidate = await ctx.run(_claim_password_attempt, ctx, username, meta)
+    try:
+        if candidate.password_hash is None:
+            await ctx.run_hashing(passwords.dummy_verify, password)
+            raise passwords.WrongPassword
+        rehash = await ctx.run_hashing(passwords.verify_password, candidate.password_hash, password)
+    except passwords.WrongPassword:
+        await ctx.run(_password_failed, ctx, candidate, meta)
+        raise InvalidCredentials from None
+    new_hash = await ctx.run_hashing(passwords.hash_password, password) if rehash else None
+    return await ctx.run(_open_login, ctx, candidate, new_hash, meta)
+
+
+def _claim_password_attempt(ctx: Context, username: str, meta: RequestMeta) -> _Candidate:
+    now = ctx.now()
+    error: MfaError | None = None
+    with ctx.db.write() as session:
+        user = users.by_username(session, username)
+        try:
+            throttle.claim(session, throttle.PASSWORD, users.username_key(username), now)
+        except TooManyAttempts as e:
+            audit.record(
+                session,
+                "throttled",
+                now=now,
+                meta=meta,
+                user_id=user.id if user else None,
+                username=user.username if user else username,
+                stage="password",
+                retry_after=e.retry_after,
+            )
+            error = e
+    if error:
+        raise error
+    if user is None:
+        return _Candidate(username, None, None)
+    return _Candidate(user.username, user.id, user.password_hash)
+
+
+def _password_failed(ctx: Context, candidate: _Candidate, meta: RequestMeta) -> None:
+    with ctx.db.write() as session:
+        audit.record(
+            session,
+            "password_failed",
+            now=ctx.now(),
+            meta=meta,
+            user_id=candidate.user_id,
+            username=candidate.username,
+        )
+
+
+def _open_login(
+    ctx: Context, candidate: _Candidate, new_hash: str | None, meta: RequestMeta
+) -> dict[str, Any]:
+    assert candidate.user_id is not None
+    now = ctx.now()
+    with ctx.db.write() as session:
+        throttle.succeeded(session, throttle.PASSWORD, users.username_key(candidate.username))
+        user = users.get(session, candidate.user_id)
+        if new_hash is not None:
+            user.password_hash = new_hash
+        token = transactions.create(session, user.id, now, ctx.settings.mfa_token_ttl)
+        factors = active(session, user.id)
+        audit.record(
+            session, "login_started", now=now, meta=meta, user_id=user.id, username=user.username
+        )
+        return {
+            "mfa_token": token,
+            "expires_in": ctx.settings.mfa_token_ttl,
+            "enroll_required": not factors,
+            "factors": [login_view(session, f) for f in factors],
+        }
+
+
+def challenge(ctx: Context, mfa_token: str, factor_id: str) -> dict[str, Any]:
+    """Begin a second factor: a question for OCRA, request options for a security key,
+    nothing more for codes."""
+    now = ctx.now()
+    with ctx.db.write() as session:
+        tx = transactions.open_live(session, mfa_token, now)
+        factor = _active_factor(session, tx.user_id, factor_id)
+        if factor is None:
+            raise NotFound("No such active factor for this login.")
+        response = HANDLERS[factor.type].challenge(session, ctx, factor, tx, now)
+        return {"type": factor.type, **response}
+
+
+def verify(
+    ctx: Context, mfa_token: str, factor_id: str | None, answer: Answer, meta: RequestMeta
+) -> dict[str, Any]:
+    """Finish the login with a second factor; return the access and refresh tokens."""
+    now = ctx.now()
+    signer = ctx.keys.signer()
+    error: MfaError | None = None
+    with ctx.db.write() as session:
+        tx = transactions.open_live(session, mfa_token, now)
+        user = users.get(session, tx.user_id)
+        try:
+            throttle.claim(session, throttle.MFA, user.id, now)
+        except (TooManyAttempts, Locked) as e:
+            transactions.count_failure(session, tx)
+            retry = {"retry_after": e.retry_after} if isinstance(e, TooManyAttempts) else {}
+            audit.record(
+                session,
+                "throttled",
+                now=now,
+                meta=meta,
+                user_id=user.id,
+                username=user.username,
+                stage="second_factor",
+                **retry,
+            )
+            error = e
+        else:
+            factor = _factor_for(session, user, factor_id, answer)
+            try:
+                if factor is None:
+                    raise Rejected("unknown_factor")
+                methods = HANDLERS[factor.type].check(session, ctx, factor, answer, now, tx)
+            except Rejected as r:
+                transactions.count_failure(session, tx)
+                record_failure(session, user, factor, r.reason, now, meta, stage="login")
+                error = VerificationFailed()
+            else:
+                transactions.spend(session, tx, now)
+                throttle.succeeded(session, throttle.MFA, user.id)
+                audit.record(
+                    session,
+                    "factor_succeeded",
+                    now=now,
+                    meta=meta,
+                    user_id=user.id,
+                    username=user.username,
+                    factor_id=factor.id,
+                    factor_type=factor.type,
+                )
+                result = tokens.issue(
+                    session,
+                    ctx,
+                    signer,
+                    user_id=user.id,
+                    amr=["pwd", *methods, "mfa"],
+                    auth_time=now,
+                    now=now,
+                )
+    if error:
+        raise error
+    return result
+
+
+def _factor_for(
+    session: Session, user: User, factor_id: str | None, answer: Answer
+) -> Factor | None:
+    if factor_id is not None:
+        return _active_factor(session, user.id, factor_id)
+    # A security key's credential names its factor by the credential id.
+    locate = getattr(HANDLERS.get("webauthn"), "locate", None)
+    if isinstance(answer, dict) and locate is not None:
+        found: Factor | None = locate(session, user.id, answer)
+        return found
+    return None
+
+
+def _active_factor(session: Session, user_id: str, factor_id: str) -> Factor | None:
+    return session.scalars(
+        select(Factor).where(
+            col(Factor.id) == factor_id,
+            col(Factor.user_id) == user_id,
+            col(Factor.status) == "active",
+        )
+    ).first()

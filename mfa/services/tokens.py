@@ -1,0 +1,218 @@
+"""Access and refresh tokens: issuing, rotating, revoking, and checking a bearer token.
+
+A refresh-token family is one login: every refresh spends one link and adds the next. A spent
+link presented again means two parties hold the family, so the whole family is revoked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from joserfc.jwk import ECKey
+from sqlalchemy import insert, select, update
+from sqlmodel import Session, col
+
+from .. import jwt
+from ..errors import InvalidGrant, MfaError, Unauthorized
+from ..models import RefreshToken, User, new_id
+from ..opaque import digest, new_token
+from . import audit
+
+if TYPE_CHECKING:
+    from ..context import Context, RequestMeta
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an access token speaks for."""
+
+    user_id: str
+    auth_time: int
+    amr: tuple[str, ...]
+    family_id: str | None
+    claims: dict[str, Any]
+
+
+def issue(
+    session: Session,
+    ctx: Context,
+    signer: ECKey,
+    *,
+    user_id: str,
+    amr: list[str],
+    auth_time: int,
+    now: int,
+    family_id: str | None = None,
+) -> dict[str, Any]:
+    """Mint an access token and the next refresh token of ``family_id`` (a new family if None)."""
+    family_id = family_id or new_id()
+    refresh, refresh_hash = new_token()
+    session.execute(
+        insert(RefreshToken).values(
+            id=new_id(),
+            token_hash=refresh_hash,
+            family_id=family_id,
+            user_id=user_id,
+            auth_time=auth_time,
+            amr=" ".join(amr),
+            created_at=now,
+            expires_at=now + ctx.settings.refresh_token_ttl,
+        )
+    )
+    ttl = ctx.settings.access_token_ttl
+    claims = {
+        "iss": ctx.settings.issuer,
+        "sub": user_id,
+        "aud": ctx.settings.audience,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": secrets.token_urlsafe(16),
+        "auth_time": auth_time,
+        "amr": amr,
+        "sid": family_id,
+    }
+    return {
+        "access_token": jwt.sign(signer, claims),
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "refresh_token": refresh,
+        "amr": amr,
+    }
+
+
+def refresh(ctx: Context, refresh_token: str, meta: RequestMeta) -> dict[str, Any]:
+    now = ctx.now()
+    token_hash = digest(refresh_token)
+    signer = ctx.keys.signer()
+    error: MfaError | None = None
+    with ctx.db.write() as session:
+        row = session.execute(
+            update(RefreshToken)
+            .where(
+                col(RefreshToken.token_hash) == token_hash,
+                col(RefreshToken.spent_at).is_(None),
+                col(RefreshToken.revoked_at).is_(None),
+                col(RefreshToken.expires_at) > now,
+            )
+            .values(spent_at=now)
+            .returning(
+                col(RefreshToken.family_id),
+                col(RefreshToken.user_id),
+                col(RefreshToken.auth_time),
+                col(RefreshToken.amr),
+            )
+            .execution_options(synchronize_session=False)
+        ).first()
+        if row is None:
+            _detect_reuse(session, token_hash, now, meta)
+            error = InvalidGrant()
+        else:
+            result = issue(
+                session,
+                ctx,
+                signer,
+                user_id=row.user_id,
+                amr=row.amr.split(),
+                auth_time=row.auth_time,
+                now=now,
+                family_id=row.family_id,
+            )
+    if error:
+        raise error
+    return result
+
+
+def _detect_reuse(session: Session, token_hash: bytes, now: int, meta: RequestMeta) -> None:
+    spent = session.execute(
+        select(col(RefreshToken.family_id), col(RefreshToken.user_id)).where(
+            col(RefreshToken.token_hash) == token_hash,
+            col(RefreshToken.spent_at).is_not(None),
+        )
+    ).first()
+    if spent is None:
+        return
+    revoked = revoke_family(session, spent.family_id, now)
+    if revoked:
+        audit.record(
+            session,
+            "refresh_reuse_detected",
+            now=now,
+            meta=meta,
+            user_id=spent.user_id,
+            username=_username(session, spent.user_id),
+            family=spent.family_id,
+            revoked=revoked,
+        )
+
+
+def revoke_family(session: Session, family_id: str, now: int) -> int:
+    result = session.execute(
+        update(RefreshToken)
+        .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_other_families(session: Session, user_id: str, keep: str | None, now: int) -> int:
+    """Revoke every live refresh token of the user except those of family ``keep``."""
+    stmt = update(RefreshToken).where(
+        col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None)
+    )
+    if keep is not None:
+        stmt = stmt.where(col(RefreshToken.family_id) != keep)
+    result = session.execute(
+        stmt.values(revoked_at=now).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def logout(ctx: Context, refresh_token: str, meta: RequestMeta) -> None:
+    """Revoke the login the refresh token belongs to. Unknown tokens are ignored (RFC 7009 2.2)."""
+    now = ctx.now()
+    with ctx.db.write() as session:
+        row = session.execute(
+            select(col(RefreshToken.family_id), col(RefreshToken.user_id)).where(
+                col(RefreshToken.token_hash) == digest(refresh_token)
+            )
+        ).first()
+        if row is not None and revoke_family(session, row.family_id, now):
+            audit.record(
+                session,
+                "logout",
+                now=now,
+                meta=meta,
+                user_id=row.user_id,
+                username=_username(session, row.user_id),
+            )
+
+
+def authenticate(ctx: Context, bearer: str) -> Principal:
+    """Check an access token; raise ``Unauthorized`` for anything else (an mfa_token too)."""
+    try:
+        if not ctx.keys.knows(jwt.peek_kid(bearer)):
+            raise jwt.InvalidToken("kid")
+        claims = jwt.verify(
+            bearer,
+            ctx.keys.keyset(),
+            issuer=ctx.settings.issuer,
+            audience=ctx.settings.audience,
+            now=ctx.now(),
+        )
+    except jwt.InvalidToken:
+        raise Unauthorized from None
+    family = claims.get("sid")
+    return Principal(
+        user_id=str(claims["sub"]),
+        auth_time=int(claims["auth_time"]),
+        amr=tuple(str(a) for a in claims["amr"]),
+        family_id=family if isinstance(family, str) else None,
+        claims=claims,
+    )
+
+
+def _username(session: Session, user_id: str) -> str | None:
+    return session.execute(select(col(User.username)).where(col(User.id) == user_id)).scalar()

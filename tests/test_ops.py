@@ -1,0 +1,35 @@
+"""Health, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from mfa.app import create_app
+from mfa.db import Database
+
+
+def test_healthz_answers_ok(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_readyz_answers_when_the_database_does(client):
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_when_the_database_does_not_answer(settings, clock):
+    app = create_app(settings, clock=clock)
+    with TestClient(app) as c:
+        app.state.ctx.db.dispose()
+        app.state.ctx.db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")
+        r = c.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["error"] == "not_ready"
+
+
+def test_the_openapi_document_lists_the_contract(client):
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for path in ("/api/login", "/api/login/verify", "/api/factors", "/.well-known/jwks.json"):
+        assert path in doc["paths"]

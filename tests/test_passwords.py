@@ -1,0 +1,98 @@
+"""Password hashing and policy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import argon2
+import pytest
+from starlette.testclient import TestClient
+
+from mfa import passwords
+from mfa.app import create_app
+from mfa.models import User
+
+from .helpers import login, signup
+
+
+def test_hashes_are_argon2id_with_at_least_the_owasp_minimum():
+    params = argon2.extract_parameters(passwords.hash_password("a fine password"))
+    assert params.type is argon2.Type.ID
+    assert params.memory_cost >= 19 * 1024
+    assert params.time_cost >= 2
+    assert params.parallelism == 1
+
+
+def test_verify_accepts_the_password_and_refuses_others():
+    stored = passwords.hash_password("a fine password")
+    assert passwords.verify_password(stored, "a fine password") is False  # no rehash needed
+    with pytest.raises(passwords.WrongPassword):
+        passwords.verify_password(stored, "another password")
+    with pytest.raises(passwords.WrongPassword):
+        passwords.verify_password("not a hash", "a fine password")
+
+
+@pytest.mark.parametrize("password", ["1234567", "password", "PASSWORD1", "iloveyou", "x" * 1025])
+def test_the_policy_refuses_short_long_and_common_passwords(password):
+    with pytest.raises(passwords.WeakPassword):
+        passwords.check_policy(password)
+
+
+@pytest.mark.parametrize(
+    "password", ["correct horse battery staple", "ñandú-ñandú", "12345678x!Q", "a" * 1024]
+)
+def test_the_policy_has_no_composition_rules(password):
+    passwords.check_policy(password)
+
+
+def test_weak_passwords_get_weak_password_at_sign_up(client):
+    r = client.post("/api/users", json={"username": "bob", "password": "qwertyuiop"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "weak_password"
+
+
+def test_a_taken_username_gets_409_whatever_its_case(client):
+    signup(client, "alice")
+    r = client.post("/api/users", json={"username": "ALICE", "password": "another fine password"})
+    assert r.status_code == 409
+    assert r.json()["error"] == "username_taken"
+
+
+def test_sign_up_can_be_closed(settings, clock):
+    app = create_app(replace(settings, open_signup=False), clock=clock)
+    with TestClient(app) as c:
+        r = c.post("/api/users", json={"username": "bob", "password": "a fine password"})
+    assert r.status_code == 403
+    assert r.json()["error"] == "signup_disabled"
+
+
+def test_a_hash_with_old_parameters_is_replaced_at_the_next_login(client, monkeypatch):
+    weak = argon2.PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+    account = signup(client)
+    db = client.app.state.ctx.db
+    with db.write() as s:
+        user = s.get(User, account.id)
+        user.password_hash = weak.hash(account.password)
+    login(client, account)
+    with db.read() as s:
+        upgraded = s.get(User, account.id).password_hash
+    params = argon2.extract_parameters(upgraded)
+    assert (params.memory_cost, params.time_cost) == (19 * 1024, 2)
+    login(client, account)  # and the new hash still verifies
+
+
+def test_unknown_users_cost_a_real_verification(monkeypatch, client):
+    calls = []
+
+    class Counting(argon2.PasswordHasher):
+        def verify(self, hash_, password):
+            calls.append(hash_)
+            return super().verify(hash_, password)
+
+    monkeypatch.setattr(
+        passwords, "HASHER", Counting(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+    )
+    r = client.post("/api/login", json={"username": "nobody", "password": "whatever it is"})
+    assert r.status_code == 401
+    assert len(calls) == 1
+    assert argon2.extract_parameters(calls[0]).memory_cost == 19 * 1024

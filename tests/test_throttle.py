@@ -1,0 +1,89 @@
+"""Throttling of passwords and second factors, and the lock an admin clears."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfa.cli import main as mfa_main
+from mfa.services.throttle import MFA, PASSWORD, backoff
+
+from .drivers import TotpDriver
+from .helpers import enroll_first_totp, login, signup
+
+
+def test_backoff_starts_at_30_seconds_doubles_and_stops_at_15_minutes():
+    assert [backoff(n, MFA) for n in range(4, 12)] == [0, 30, 60, 120, 240, 480, 900, 900]
+    assert backoff(9, PASSWORD) == 0
+    assert backoff(10, PASSWORD) == 30
+    assert backoff(10_000, MFA) == 900
+
+
+def _wrong_password(client, username):
+    return client.post("/api/login", json={"username": username, "password": "not the password"})
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["existing-user", "unknown-user"])
+def test_ten_wrong_passwords_throttle_that_username(client, clock, known):
+    if known:
+        account = signup(client, "alice")
+    for _ in range(10):
+        r = _wrong_password(client, "alice")
+        assert r.status_code == 401
+        assert r.json()["error"] == "invalid_credentials"
+    r = client.post(
+        "/api/login", json={"username": "alice", "password": "correct horse battery staple"}
+    )
+    assert r.status_code == 429
+    assert r.json()["error"] == "too_many_attempts"
+    assert r.headers["Retry-After"] == "30"
+    # Other usernames are not affected.
+    assert _wrong_password(client, "bob").status_code == 401
+    clock.advance(30)
+    if known:
+        assert login(client, account)["mfa_token"]
+        # The success cleared the count.
+        assert _wrong_password(client, "alice").status_code == 401
+    else:
+        assert _wrong_password(client, "alice").status_code == 401
+        assert _wrong_password(client, "alice").status_code == 429
+
+
+def test_usernames_are_throttled_whatever_their_case(client):
+    signup(client, "alice")
+    for i in range(10):
+        _wrong_password(client, "ALICE" if i % 2 else "alice")
+    assert _wrong_password(client, "Alice").status_code == 429
+
+
+def test_a_hundred_second_factor_failures_lock_until_an_admin_unlocks(
+    client, clock, env, monkeypatch
+):
+    account = signup(client)
+    factor = enroll_first_totp(client, account, clock)
+    driver = TotpDriver()
+    driver.used_step = int(clock()) // 30
+    failures = 0
+    while failures < 100:
+        mfa_token = login(client, account)["mfa_token"]
+        for _ in range(5):
+            r = client.post(
+                "/api/login/verify", json=driver.wrong(client, mfa_token, factor, clock)
+            )
+            if r.status_code == 429:
+                clock.advance(int(r.headers["Retry-After"]))
+                break
+            assert r.status_code == 401
+            failures += 1
+            if failures == 100:
+                break
+    clock.advance(901)
+    right = driver.right(client, login(client, account)["mfa_token"], factor, clock)
+    r = client.post("/api/login/verify", json=right)
+    assert r.status_code == 423
+    assert r.json()["error"] == "locked"
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert mfa_main(["user", "unlock", "alice"]) == 0
+    right = driver.right(client, login(client, account)["mfa_token"], factor, clock)
+    assert client.post("/api/login/verify", json=right).status_code == 200
