@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..context import Context, RequestMeta
-from ..errors import InvalidRequest, Unauthorized
-from ..services import tokens
+from ..errors import Forbidden, InvalidRequest, Unauthorized
+from ..services import tokens, users
 from ..services.tokens import Principal
 
 M = TypeVar("M", bound=BaseModel)
@@ -103,6 +103,16 @@ async def principal(request: Request) -> Principal:
     """The caller of an access token; an ``mfa_token`` or anything else gets a 401."""
     ctx = context(request)
     return await ctx.run(tokens.authenticate, ctx, bearer_token(request))
+
+
+async def admin(request: Request) -> Principal:
+    """The caller, who must hold the admin role (checked in the database on every call, so a
+    role taken away takes effect at once); anyone else gets 403."""
+    who = await principal(request)
+    ctx = context(request)
+    if not await ctx.run(users.is_admin, ctx, who.user_id):
+        raise Forbidden("This needs the admin role.")
+    return who
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -87,6 +87,12 @@ def by_username(session: Session, username: str) -> User | None:
     ).first()
 
 
+def is_admin(ctx: Context, user_id: str) -> bool:
+    with ctx.db.read() as session:
+        user = session.get(User, user_id)
+        return bool(user and user.is_admin)
+
+
 def get(session: Session, user_id: str) -> User:
     user = session.get(User, user_id)
     if user is None:
