@@ -20,6 +20,7 @@ from .api import factors, login, ops
 from .config import Settings
 from .context import Context
 from .errors import MfaError
+from .observability import Observe, metrics_endpoint, stamp_request_ids
 
 log = logging.getLogger("mfa")
 
@@ -52,6 +53,7 @@ def create_app(
     settings: Settings | None = None, *, clock: Callable[[], float] = time.time
 ) -> Starlette:
     settings = settings or Settings.from_env()
+    stamp_request_ids()
     ctx = Context.create(settings, clock=clock)
 
     @asynccontextmanager
@@ -61,14 +63,17 @@ def create_app(
         yield
         ctx.db.dispose()
 
+    table = routes()
+    table.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     app = Starlette(
-        routes=routes(),
+        routes=table,
         exception_handlers={MfaError: _mfa_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.ctx = ctx
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(CatchAll)
+    app.add_middleware(Observe, routes=table)
     return app
 
 

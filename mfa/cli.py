@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 import uvicorn
@@ -14,6 +18,7 @@ from .config import ConfigError, Settings
 from .context import CLI, Context
 from .db import Database
 from .errors import MfaError
+from .observability import log_config
 from .services import keys, users
 
 Command = Callable[[argparse.Namespace, Context], int]
@@ -78,6 +83,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     db = Database(settings.database_url)
     db.create_schema()
     db.dispose()
+    if args.workers > 1:
+        # Each worker writes its metrics here; /metrics in any worker adds them all up.
+        metrics_dir = tempfile.mkdtemp(prefix="mfa-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    logging_config = log_config(settings.log_level)
+    if not settings.access_log:
+        logging_config["loggers"]["mfa.access"] = {"level": "WARNING"}
+    try:
+        _run_uvicorn(args, logging_config)
+    finally:
+        if args.workers > 1:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, logging_config: dict[str, Any]) -> None:
     uvicorn.run(
         "mfa.app:app_from_env",
         factory=True,
@@ -86,9 +107,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         proxy_headers=False,  # X-Forwarded-For is read only from MFA_TRUSTED_PROXIES
         server_header=False,
-        access_log=False,
+        access_log=False,  # ours is mfa.access, with the route template and request id
+        log_config=logging_config,
+        timeout_graceful_shutdown=10,
     )
-    return 0
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -35,6 +35,10 @@ class Settings:
     webauthn_resident_key: str
     trusted_proxies: tuple[str, ...]
     key_cache_seconds: int
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    log_level: str = "INFO"
+    access_log: bool = True
 
     @property
     def origin(self) -> str:
@@ -85,6 +89,10 @@ class Settings:
                 p.strip() for p in env.get("MFA_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
             key_cache_seconds=_seconds(env, "MFA_KEY_CACHE_SECONDS", 30),
+            db_pool_size=_seconds(env, "MFA_DB_POOL_SIZE", 10),
+            db_max_overflow=_count(env, "MFA_DB_MAX_OVERFLOW", 10),
+            log_level=_level(env.get("MFA_LOG_LEVEL", "INFO")),
+            access_log=_bool(env, "MFA_ACCESS_LOG", default=True),
         )
 
 
@@ -120,6 +128,22 @@ def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false")
+
+
+def _level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("MFA_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise ConfigError(f"{name} must be a whole number")
+    return int(value)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int) -> int:

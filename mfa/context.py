@@ -44,7 +44,11 @@ class Context:
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Context:
         key = settings.encryption_key or load_or_create_key(settings.data_dir)
         box = SecretBox(key)
-        db = Database(settings.database_url)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
         keys = KeyStore(db, box, settings=settings, clock=clock)
         return cls(settings=settings, db=db, box=box, keys=keys, clock=clock)
 

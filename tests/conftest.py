@@ -42,17 +42,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mfa.db'}"
     url: str = request.getfixturevalue("pg_database")
-    db = Database(url)
-    db.create_schema()
-    with db.engine.begin() as conn:
-        tables = ", ".join(f'"{t}"' for t in db_tables(db))
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    db.dispose()
+    empty(url)
     return url
 
 
-def db_tables(db: Database) -> list[str]:
-    return [t.name for t in SQLModel.metadata.sorted_tables]
+def empty(url: str) -> None:
+    """Create the schema if needed and remove every row."""
+    db = Database(url)
+    db.create_schema()
+    with db.engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    db.dispose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from ..models import AuditEvent
+from ..observability import count_event
 
 if TYPE_CHECKING:
     from ..context import RequestMeta
@@ -58,6 +59,7 @@ def record(
 ) -> None:
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
+    count_event(event, detail)
     session.execute(
         insert(AuditEvent).values(
             time=now,
