@@ -12,10 +12,11 @@ admin unlocks. Passwords (per username, known or not): 10 failures, then the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from ..errors import Locked, TooManyAttempts
 from ..models import Throttle, table_of
@@ -48,75 +49,85 @@ def backoff(failures: int, policy: Policy) -> int:
     return min(BACKOFF_START << min(excess, 16), BACKOFF_MAX)
 
 
+_T = table_of(Throttle)
+
+
+def _claim_statement(insert: Any) -> Any:
+    # Insert the first failure, or count one more, but only outside a back-off and a lock; the
+    # row that comes back says which number this attempt is. No row: refused unchecked.
+    return (
+        insert(_T)
+        .values(key=bindparam("k"), failures=1, blocked_until=0, locked=False)
+        .on_conflict_do_update(
+            index_elements=[_T.c.key],
+            set_={"failures": _T.c.failures + 1},
+            where=(_T.c.blocked_until <= bindparam("now")) & (_T.c.locked == false()),
+        )
+        .returning(_T.c.failures)
+    )
+
+
+# Built once: statement construction costs more than running them.
+_CLAIM = {
+    "sqlite": _claim_statement(sqlite.insert),
+    "postgresql": _claim_statement(postgresql.insert),
+}
+_STATE = select(_T.c.blocked_until, _T.c.locked).where(_T.c.key == bindparam("k"))
+_BLOCK = update(_T).where(_T.c.key == bindparam("k")).values(blocked_until=bindparam("until"))
+_RESET = (
+    update(_T)
+    .where(_T.c.key == bindparam("k"), _T.c.locked == false())
+    .values(failures=0, blocked_until=0)
+)
+_LOCK = (
+    update(_T)
+    .where(_T.c.key == bindparam("k"), _T.c.failures >= LOCK_AFTER, _T.c.locked == false())
+    .values(locked=True)
+)
+_CLEAR = (
+    update(_T)
+    .where(_T.c.key == bindparam("k"), (_T.c.failures > 0) | _T.c.locked)
+    .values(failures=0, blocked_until=0, locked=False)
+)
+
+
 def claim(session: Session, policy: Policy, subject: str, now: int) -> int:
     """Count an attempt before it is checked; raise if it must not be checked at all.
 
     Returns the attempt's number in the current run of failures.
     """
     k = key(policy, subject)
-    table = table_of(Throttle)
-    dialect_insert = (
-        sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
-    )
-    upsert = dialect_insert(table).values(key=k, failures=1, blocked_until=0, locked=False)
-    stmt = upsert.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={"failures": table.c.failures + 1},
-        where=(table.c.blocked_until <= now) & (table.c.locked == False),  # noqa: E712
-    ).returning(table.c.failures)
-    number: int | None = session.execute(stmt).scalar()
+    dialect = session.get_bind().dialect.name
+    number: int | None = session.execute(_CLAIM[dialect], {"k": k, "now": now}).scalar()
     if number is None:
-        row = session.execute(
-            select(col(Throttle.blocked_until), col(Throttle.locked)).where(col(Throttle.key) == k)
-        ).one()
+        row = session.execute(_STATE, {"k": k}).one()
         if row.locked:
             raise Locked
         raise TooManyAttempts(row.blocked_until - now)
     wait = backoff(number, policy)
     if wait:
-        session.execute(
-            update(Throttle).where(col(Throttle.key) == k).values(blocked_until=now + wait)
-        )
+        session.execute(_BLOCK, {"k": k, "until": now + wait})
     return number
 
 
 def succeeded(session: Session, policy: Policy, subject: str) -> None:
-    session.execute(
-        update(Throttle)
-        .where(col(Throttle.key) == key(policy, subject), col(Throttle.locked) == False)  # noqa: E712
-        .values(failures=0, blocked_until=0)
-    )
+    session.execute(_RESET, {"k": key(policy, subject)})
 
 
 def lock_if_exhausted(session: Session, policy: Policy, subject: str) -> bool:
     """After a failure: lock once the run of failures reaches the limit. True if it locked now."""
     if not policy.locks:
         return False
-    result = session.execute(
-        update(Throttle)
-        .where(
-            col(Throttle.key) == key(policy, subject),
-            col(Throttle.failures) >= LOCK_AFTER,
-            col(Throttle.locked) == False,  # noqa: E712
-        )
-        .values(locked=True)
-    )
+    result = session.execute(_LOCK, {"k": key(policy, subject)})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def clear(session: Session, policy: Policy, subject: str) -> bool:
     """Forget failures, back-off and lock (an admin's unlock). True if anything was set."""
-    result = session.execute(
-        update(Throttle)
-        .where(col(Throttle.key) == key(policy, subject))
-        .where((col(Throttle.failures) > 0) | col(Throttle.locked))
-        .values(failures=0, blocked_until=0, locked=False)
-    )
+    result = session.execute(_CLEAR, {"k": key(policy, subject)})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def is_locked(session: Session, policy: Policy, subject: str) -> bool:
-    locked = session.execute(
-        select(col(Throttle.locked)).where(col(Throttle.key) == key(policy, subject))
-    ).scalar()
-    return bool(locked)
+    row = session.execute(_STATE, {"k": key(policy, subject)}).first()
+    return bool(row and row.locked)
