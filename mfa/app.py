@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import schema
 from .api import factors, login, ops
 from .config import Settings
 from .context import Context
@@ -58,7 +59,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await ctx.run(ctx.db.create_schema)
+        await ctx.run(schema.ensure, ctx.db, upgrade_if_behind=False)
         await ctx.run(ctx.keys.jwks)  # makes the first signing key if there is none
         yield
         ctx.db.dispose()

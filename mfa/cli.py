@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import uvicorn
 
+from . import schema
 from .config import ConfigError, Settings
 from .context import CLI, Context
 from .db import Database
@@ -35,10 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args, settings)
     ctx = Context.create(settings)
-    ctx.db.create_schema()
     handler: Command = args.handler
     try:
+        if handler is not _db_upgrade:
+            schema.ensure(ctx.db, upgrade_if_behind=False)
         return handler(args, ctx)
+    except schema.SchemaBehind as e:
+        print(f"mfa: {e}", file=sys.stderr)
+        return 2
     except MfaError as e:
         print(f"mfa: {e.message}", file=sys.stderr)
         return 1
@@ -54,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--upgrade", action="store_true", help="upgrade an old database schema before serving"
+    )
+
+    database = commands.add_parser("db", help="the database schema")
+    database.add_subparsers(dest="action", required=True).add_parser(
+        "upgrade", help="create the schema or bring it to this release"
+    ).set_defaults(handler=_db_upgrade)
 
     user = commands.add_parser("user", help="manage users").add_subparsers(
         dest="action", required=True
@@ -79,10 +92,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    # Create the schema once here, before the workers start, so they never race to create it.
+    # Settle the schema once here, before the workers start, so they never race over it.
     db = Database(settings.database_url)
-    db.create_schema()
-    db.dispose()
+    try:
+        schema.ensure(db, upgrade_if_behind=args.upgrade)
+    except schema.SchemaBehind as e:
+        print(f"mfa: {e}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
     if args.workers > 1:
         # Each worker writes its metrics here; /metrics in any worker adds them all up.
         metrics_dir = tempfile.mkdtemp(prefix="mfa-metrics-")
@@ -136,6 +154,13 @@ def _user_add(args: argparse.Namespace, ctx: Context) -> int:
 def _user_unlock(args: argparse.Namespace, ctx: Context) -> int:
     cleared = users.unlock(ctx, args.username, CLI)
     print(f"unlocked {args.username}" if cleared else f"{args.username} was not locked")
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace, ctx: Context) -> int:
+    before = schema.current(ctx.db)
+    schema.upgrade(ctx.db)
+    print(f"schema at {schema.head()} (was {before or 'empty'})")
     return 0
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -64,9 +64,6 @@ class Database:
         """A read-write transaction: commits when the block ends, rolls back if it raises."""
         with Session(self.write_engine, expire_on_commit=False) as session, session.begin():
             yield session
-
-    def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -7,6 +7,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
+from sqlmodel import SQLModel
 
 from .db import Database
 
@@ -15,14 +16,18 @@ class SchemaBehind(Exception):
     """The database's schema is older than this release expects."""
 
 
-def _config() -> Config:
+def config() -> Config:
     config = Config()
     config.set_main_option("script_location", "mfa:migrations")
     return config
 
 
+def script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(config())
+
+
 def head() -> str:
-    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    revision = script().get_current_head()
     assert revision is not None
     return revision
 
@@ -35,9 +40,22 @@ def current(db: Database) -> str | None:
 def upgrade(db: Database) -> None:
     """Create the schema, or bring it to this release's head."""
     with db.write_engine.begin() as conn:
-        config = _config()
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        cfg = config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def create(db: Database) -> None:
+    """Create the schema of an empty database from the models and mark it as at head.
+
+    Alembic's recipe for new databases: the same result as running every migration (a test
+    compares the two), in a fraction of the time.
+    """
+    with db.write_engine.begin() as conn:
+        SQLModel.metadata.create_all(conn)
+        cfg = config()
+        cfg.attributes["connection"] = conn
+        command.stamp(cfg, "head")
 
 
 def ensure(db: Database, *, upgrade_if_behind: bool) -> None:
@@ -46,7 +64,7 @@ def ensure(db: Database, *, upgrade_if_behind: bool) -> None:
     if revision == head():
         return
     if revision is None and not _has_tables(db):
-        upgrade(db)
+        create(db)
         return
     if not upgrade_if_behind:
         raise SchemaBehind(

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 from starlette.testclient import TestClient
 
+from mfa import schema
 from mfa.app import create_app
 from mfa.config import Settings
 from mfa.db import Database
@@ -49,7 +50,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def empty(url: str) -> None:
     """Create the schema if needed and remove every row."""
     db = Database(url)
-    db.create_schema()
+    schema.ensure(db, upgrade_if_behind=False)
     with db.engine.begin() as conn:
         tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
