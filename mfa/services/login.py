@@ -224,8 +224,8 @@ def verify(
                     factor_type=factor.type,
                     stage=tx.purpose,
                 )
-                if family is not None:
-                    tokens.supersede(session, family, now)
+                if family is not None and not tokens.supersede(session, family, now):
+                    raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
                 # A step-up keeps "pwd": the login it continues began with the password.
                 result = tokens.issue(
                     session,

@@ -174,19 +174,26 @@ def family_live(session: Session, family_id: str, now: int) -> bool:
     )
 
 
-def supersede(session: Session, family_id: str, now: int) -> None:
+def supersede(session: Session, family_id: str, now: int) -> bool:
     """Spend the live link of ``family_id`` before a step-up adds the next one, so that a family
-    keeps exactly one live link and the replaced one, presented again, counts as reuse."""
-    session.execute(
+    keeps one live link and the replaced one, presented again, counts as reuse.
+
+    False if there was no live link to spend: the login ended (a logout or a reuse revoked it,
+    or it expired) or a refresh replaced the link meanwhile, and the step-up must not add one.
+    The conditional update re-checks each row it waits for, so a concurrent logout is seen.
+    """
+    result = session.execute(
         update(RefreshToken)
         .where(
             col(RefreshToken.family_id) == family_id,
             col(RefreshToken.spent_at).is_(None),
             col(RefreshToken.revoked_at).is_(None),
+            col(RefreshToken.expires_at) > now,
         )
         .values(spent_at=now)
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def revoke_other_families(session: Session, user_id: str, keep: str | None, now: int) -> int:
