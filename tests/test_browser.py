@@ -293,6 +293,7 @@ def test_sign_up_enroll_an_app_by_its_qr_code_log_out_and_log_in_with_a_code(jou
     j.at_login()
     j.shot("logged-out")
     j.password()
+    expect(j.page.get_by_label("Code", exact=True)).to_be_focused()
     j.shot("second-factor")
     j.answer(app)
     j.signed_in()
@@ -440,6 +441,7 @@ def test_add_a_security_key_and_log_in_with_it(journey, webauthn_supported):
     j.click("Log out")
     j.at_login()
     j.password()
+    expect(j.page.get_by_role("heading", name="Second factor")).to_be_visible()
     j.shot("second-factor-choices")
     j.click("Use security key")
     j.signed_in()
@@ -517,3 +519,22 @@ def test_a_locked_account_is_told_to_ask_an_administrator(journey, site):
         "Ask an administrator to unlock them."
     )
     j.shot("locked")
+
+
+def test_refreshes_take_turns_so_a_session_survives_many_tabs(journey):
+    j = journey
+    sign_up_with_app(j)
+    # Three refreshes at once, as three tabs loading together would send them: each spends
+    # the cookie's token, so without taking turns the second would present a spent token and
+    # end the whole login as a suspected theft.
+    outcomes = j.page.evaluate(
+        """async () => {
+            const here = document.querySelector("script[type=module]").src;
+            const api = await import(new URL("api.js", here).href);
+            const all = await Promise.allSettled([api.resume(), api.resume(), api.resume()]);
+            return all.map((o) => o.status);
+        }"""
+    )
+    assert outcomes == ["fulfilled"] * 3
+    j.page.reload()
+    j.signed_in()

@@ -27,7 +27,7 @@ export async function enrollApp(container, { request, alerts, label, cookie = fa
       autocomplete: "one-time-code",
       required: true,
       maxlength: "12",
-      spellcheck: false,
+      spellcheck: "false",
     });
     const verify = h("button", { type: "submit" }, "Verify");
     const cancel = h(

@@ -69,7 +69,7 @@ export function secondFactor(container, opts) {
           autocomplete: "one-time-code",
           required: true,
           maxlength: "12",
-          spellcheck: false,
+          spellcheck: "false",
         });
         const button = h("button", { type: "submit" }, "Verify");
         const form = h(
@@ -89,7 +89,7 @@ export function secondFactor(container, opts) {
             "p",
             {},
             list.length === 1
-              ? `Enter the code from ${list[0].label}.`
+              ? `Enter the code from “${list[0].label}”.`
               : "Enter the code from your authenticator app or hardware token.",
           ),
           pick?.field,
@@ -129,7 +129,7 @@ export function secondFactor(container, opts) {
           autocomplete: "off",
           required: true,
           maxlength: "64",
-          spellcheck: false,
+          spellcheck: "false",
         });
         const button = h("button", { type: "submit" }, "Verify");
         const selected = () => (pick ? list.find((f) => f.id === pick.select.value) : list[0]);
@@ -177,7 +177,7 @@ export function secondFactor(container, opts) {
           autocapitalize: "none",
           required: true,
           maxlength: "64",
-          spellcheck: false,
+          spellcheck: "false",
         });
         const button = h("button", { type: "submit" }, "Verify");
         const left = typeof factor.remaining === "number" ? ` You have ${factor.remaining} left.` : "";
