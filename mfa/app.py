@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import schema
-from .api import factors, login, ops
+from .api import factors, login, ops, pages, session
 from .config import Settings
 from .context import Context
 from .errors import MfaError
@@ -40,6 +40,9 @@ def routes() -> list[Route]:
         Route("/api/login/verify", login.verify, methods=["POST"]),
         Route("/api/token/refresh", login.refresh, methods=["POST"]),
         Route("/api/logout", login.logout, methods=["POST"]),
+        Route("/api/step-up", login.step_up, methods=["POST"]),
+        Route(session.COOKIE_PATH + "/refresh", session.refresh, methods=["POST"]),
+        Route(session.COOKIE_PATH + "/logout", session.logout, methods=["POST"]),
         Route("/api/me", login.me, methods=["GET"]),
         Route("/api/factors", factors.listing, methods=["GET"]),
         Route("/api/factors", factors.create, methods=["POST"]),
@@ -47,6 +50,8 @@ def routes() -> list[Route]:
         Route("/api/factors/{factor_id}", factors.remove, methods=["DELETE"]),
         Route("/api/factors/{factor_id}/confirm", factors.confirm, methods=["POST"]),
         Route("/api/factors/{factor_id}/resync", factors.resync, methods=["POST"]),
+        *(Route(path, pages.page, methods=["GET"]) for path in pages.PAGES),
+        Route(pages.STATIC_PREFIX + "/{version}/{path:path}", pages.static, methods=["GET"]),
     ]
 
 
@@ -72,6 +77,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.site = pages.Site.load()
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(CatchAll)
     app.add_middleware(Observe, routes=table)

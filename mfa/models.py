@@ -81,6 +81,10 @@ class LoginTransaction(SQLModel, table=True):
     # The open challenge of this login (an OCRA question, WebAuthn state), for one factor.
     challenge_factor_id: str | None = Field(default=None, max_length=36)
     challenge: str | None = Field(default=None, sa_type=Text)
+    # "login" after a password; "step_up" for a signed-in user's fresh second factor, which
+    # continues the refresh-token family ``family_id`` of the login it raises.
+    purpose: str = Field(default="login", max_length=16)
+    family_id: str | None = Field(default=None, max_length=36)
 
 
 class RefreshToken(SQLModel, table=True):

@@ -66,6 +66,8 @@ class LoginVerify(Body):
     factor_id: Id | None = None
     code: Code | None = None
     credential: Credential | None = None
+    # The browser pages: put the refresh token in an HttpOnly cookie instead of the body.
+    cookie: bool = False
 
 
 class RefreshTokenBody(Body):
@@ -93,6 +95,7 @@ EnrollRequest = Annotated[TotpEnroll | HotpEnroll, Field(discriminator="type")]
 class Confirm(Body):
     code: Code | None = None
     credential: Credential | None = None
+    cookie: bool = False  # as for LoginVerify, when this confirmation finishes a login
 
 
 class Rename(Body):

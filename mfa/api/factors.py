@@ -13,6 +13,7 @@ from .. import schemas
 from ..errors import InvalidRequest, NotFound
 from ..services import factors
 from ..services.factors import Enroller
+from . import session
 from .common import (
     bearer_token,
     body,
@@ -68,9 +69,12 @@ async def confirm(request: Request) -> Response:
         answer = data.code
     else:
         raise InvalidRequest("Send the code (or a security key's credential) to confirm.")
-    return json(
-        await ctx.run(factors.confirm, ctx, enroller, _factor_id(request), answer, meta(request))
+    if data.cookie:
+        session.check_origin(request)
+    result = await ctx.run(
+        factors.confirm, ctx, enroller, _factor_id(request), answer, meta(request)
     )
+    return session.tokens_response(result, ctx.settings) if data.cookie else json(result)
 
 
 async def rename(request: Request) -> Response:

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from .. import schemas
 from ..errors import InvalidRequest, MfaError
 from ..services import account, login, tokens, users
+from . import openapi, session
 from .common import body, context, json, meta, no_content, principal
 
 
@@ -51,9 +52,30 @@ async def verify(request: Request) -> Response:
         answer = data.code
     else:
         raise InvalidRequest("Send factor_id and code, or a security key's credential.")
-    return json(
-        await ctx.run(login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request))
+    if data.cookie:
+        session.check_origin(request)
+    result = await ctx.run(login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request))
+    return session.tokens_response(result, ctx.settings) if data.cookie else json(result)
+
+
+async def step_up(request: Request) -> Response:
+    """A fresh second factor for a signed-in user: a login transaction without the password,
+    finished with the usual ``/api/login/challenge`` and ``/api/login/verify``."""
+    ctx = context(request)
+    who = await principal(request)
+    return json(await ctx.run(login.step_up, ctx, who, meta(request)))
+
+
+openapi.EXTRA_OPERATIONS.append(
+    (
+        "post",
+        "/api/step-up",
+        "Open a login transaction for a fresh second factor, without the password",
+        None,
+        200,
+        True,
     )
+)
 
 
 async def refresh(request: Request) -> Response:

@@ -37,6 +37,7 @@ EVENTS = frozenset(
         "recovery_code_used",
         "refresh_reuse_detected",
         "logout",
+        "step_up_started",
         "factors_reset",
         "token_imported",
         "token_assigned",

@@ -105,8 +105,8 @@ class Enroller:
         except MfaError:
             raise Unauthorized from None
         # Only while the user has no active factor: otherwise an mfa_token would be a way
-        # around the second factor the user already has.
-        if has_active(session, tx.user_id):
+        # around the second factor the user already has. A step-up is never an enrollment.
+        if tx.purpose != transactions.LOGIN or has_active(session, tx.user_id):
             raise Unauthorized
         self.tx = tx
         return tx.user_id

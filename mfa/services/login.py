@@ -17,10 +17,13 @@ from sqlmodel import Session, col
 from .. import passwords
 from ..errors import (
     InvalidCredentials,
+    InvalidMfaToken,
+    InvalidRequest,
     Locked,
     MfaError,
     NotFound,
     TooManyAttempts,
+    Unauthorized,
     VerificationFailed,
 )
 from ..factors.base import Rejected
@@ -31,6 +34,7 @@ from .handlers import HANDLERS, Answer
 
 if TYPE_CHECKING:
     from ..context import Context, RequestMeta
+    from .tokens import Principal
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,39 @@ def _open_login(
         }
 
 
+def step_up(ctx: Context, principal: Principal, meta: RequestMeta) -> dict[str, Any]:
+    """Open a login transaction for a signed-in user who needs a fresh second factor (to remove
+    a factor, say), without the password again. Its verify continues the caller's refresh-token
+    family: a step-up raises the assurance of the same login rather than starting another, so
+    logout and reuse detection keep covering everything the caller holds."""
+    now = ctx.now()
+    with ctx.db.write() as session:
+        user = users.get(session, principal.user_id)
+        family = principal.family_id
+        if family is not None and not tokens.family_live(session, family, now):
+            # The login this token came from has ended (logged out, revoked): nothing to raise.
+            raise Unauthorized
+        factors = active(session, user.id)
+        if not factors:
+            raise InvalidRequest("There is no active factor to confirm this with.")
+        token = transactions.create(
+            session,
+            user.id,
+            now,
+            ctx.settings.mfa_token_ttl,
+            purpose=transactions.STEP_UP,
+            family_id=family,
+        )
+        audit.record(
+            session, "step_up_started", now=now, meta=meta, user_id=user.id, username=user.username
+        )
+        return {
+            "mfa_token": token,
+            "expires_in": ctx.settings.mfa_token_ttl,
+            "factors": [login_view(session, f) for f in factors],
+        }
+
+
 def challenge(ctx: Context, mfa_token: str, factor_id: str) -> dict[str, Any]:
     """Begin a second factor: a question for OCRA, request options for a security key,
     nothing more for codes."""
@@ -144,6 +181,9 @@ def verify(
     with ctx.db.write() as session:
         tx = transactions.open_live(session, mfa_token, now)
         user = users.get(session, tx.user_id)
+        family = tx.family_id if tx.purpose == transactions.STEP_UP else None
+        if family is not None and not tokens.family_live(session, family, now):
+            raise InvalidMfaToken  # the login this step-up would raise has ended meanwhile
         try:
             throttle.claim(session, throttle.MFA, user.id, now)
         except (TooManyAttempts, Locked) as e:
@@ -182,7 +222,11 @@ def verify(
                     username=user.username,
                     factor_id=factor.id,
                     factor_type=factor.type,
+                    stage=tx.purpose,
                 )
+                if family is not None and not tokens.supersede(session, family, now):
+                    raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
+                # A step-up keeps "pwd": the login it continues began with the password.
                 result = tokens.issue(
                     session,
                     ctx,
@@ -191,6 +235,7 @@ def verify(
                     amr=["pwd", *methods, "mfa"],
                     auth_time=now,
                     now=now,
+                    family_id=family,
                 )
     if error:
         raise error

@@ -157,6 +157,45 @@ def revoke_family(session: Session, family_id: str, now: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def family_live(session: Session, family_id: str, now: int) -> bool:
+    """Whether the login ``family_id`` goes on: it has a link neither spent, revoked nor expired."""
+    return (
+        session.execute(
+            select(col(RefreshToken.id))
+            .where(
+                col(RefreshToken.family_id) == family_id,
+                col(RefreshToken.spent_at).is_(None),
+                col(RefreshToken.revoked_at).is_(None),
+                col(RefreshToken.expires_at) > now,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def supersede(session: Session, family_id: str, now: int) -> bool:
+    """Spend the live link of ``family_id`` before a step-up adds the next one, so that a family
+    keeps one live link and the replaced one, presented again, counts as reuse.
+
+    False if there was no live link to spend: the login ended (a logout or a reuse revoked it,
+    or it expired) or a refresh replaced the link meanwhile, and the step-up must not add one.
+    The conditional update re-checks each row it waits for, so a concurrent logout is seen.
+    """
+    result = session.execute(
+        update(RefreshToken)
+        .where(
+            col(RefreshToken.family_id) == family_id,
+            col(RefreshToken.spent_at).is_(None),
+            col(RefreshToken.revoked_at).is_(None),
+            col(RefreshToken.expires_at) > now,
+        )
+        .values(spent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def revoke_other_families(session: Session, user_id: str, keep: str | None, now: int) -> int:
     """Revoke every live refresh token of the user except those of family ``keep``."""
     stmt = update(RefreshToken).where(

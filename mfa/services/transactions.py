@@ -13,7 +13,19 @@ from ..opaque import digest, new_token
 MAX_FAILURES = 5
 
 
-def create(session: Session, user_id: str, now: int, ttl: int) -> str:
+LOGIN = "login"
+STEP_UP = "step_up"
+
+
+def create(
+    session: Session,
+    user_id: str,
+    now: int,
+    ttl: int,
+    *,
+    purpose: str = LOGIN,
+    family_id: str | None = None,
+) -> str:
     """Open a login transaction; return its ``mfa_token`` (only its hash is stored)."""
     token, token_hash = new_token()
     session.execute(
@@ -24,6 +36,8 @@ def create(session: Session, user_id: str, now: int, ttl: int) -> str:
             created_at=now,
             expires_at=now + ttl,
             failures=0,
+            purpose=purpose,
+            family_id=family_id,
         )
     )
     return token
