@@ -60,5 +60,9 @@ def test_clones_answering_eight_logins_at_once_with_one_counter_win_once(env):
             answer = clone.get_assertion(options(base, mfa_token, factor["id"]), base)
             bodies.append({"mfa_token": mfa_token, "credential": answer})
         statuses = verify_all_at_once([base], bodies)
+        # The losers were clones (their count did not increase): the key is disabled.
+        with httpx.Client(base_url=base, timeout=30) as c:
+            again = c.post("/api/login", json={"username": "alice", "password": PASSWORD})
+            assert again.json()["factors"] == []
     assert statuses.count(200) == 1, statuses
     assert set(statuses) <= {200, 401, 429}, statuses

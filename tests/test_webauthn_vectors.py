@@ -302,7 +302,10 @@ def test_an_expired_ceremony_is_refused():
     assert rejection(Ceremony.loads, ceremony.dumps(), NOW + 300) == "challenge_expired"
 
 
-@pytest.mark.parametrize("kept", [None, "", "{", "[]", '{"type": "ocra"}', "question 123"])
+@pytest.mark.parametrize(
+    "kept",
+    [None, "", "{", "[]", '{"type": "ocra"}', "question 123", '{"type": "webauthn"}'],
+)
 def test_no_ceremony_or_another_factors_question_is_refused(kept):
     assert rejection(Ceremony.loads, kept, NOW) == "no_challenge"
 

@@ -104,6 +104,9 @@ class KeyDescriptor:
         )
 
 
+_CEREMONY_FIELDS = ("challenge", "user_verification", "expires_at")
+
+
 @dataclass(frozen=True)
 class Ceremony:
     """What the server keeps between the options and the answer: the challenge, the UV policy
@@ -137,14 +140,17 @@ class Ceremony:
             raise Rejected("no_challenge") from None
         if not isinstance(data, dict) or data.get("type") != "webauthn":
             raise Rejected("no_challenge")  # another factor's question
-        if not isinstance(data.get("expires_at"), int) or data["expires_at"] <= now:
+        challenge, uv, expires_at = (data.get(k) for k in _CEREMONY_FIELDS)
+        if not (isinstance(challenge, str) and isinstance(uv, str) and isinstance(expires_at, int)):
+            raise Rejected("no_challenge")
+        if expires_at <= now:
             raise Rejected("challenge_expired")
         allow = data.get("allow")
         return cls(
-            challenge=str(data["challenge"]),
-            user_verification=str(data["user_verification"]),
-            expires_at=data["expires_at"],
-            allow=tuple(allow) if isinstance(allow, list) else None,
+            challenge=challenge,
+            user_verification=uv,
+            expires_at=expires_at,
+            allow=tuple(str(a) for a in allow) if isinstance(allow, list) else None,
         )
 
     def fido2_state(self) -> dict[str, Any]:

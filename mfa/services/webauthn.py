@@ -160,10 +160,13 @@ class WebauthnHandler:
                 user_handle=handle.user_handle,
             ),
         )
-        if counter_regressed(row.sign_count, verified.sign_count):
+        if counter_regressed(row.sign_count, verified.sign_count) or not _advance(
+            session, factor, verified, now
+        ):
             _disable(session, factor)
             raise Disabled("sign_count_not_increased")
-        _accept(session, factor, verified, now)
+        if not _still_active(session, factor, now):
+            raise Rejected("factor_not_active")
         # RFC 8176 "hwk": proof of possession of a hardware key; "user" is added when the key
         # also verified its user (the UV flag: a PIN or a biometric).
         return ["hwk", "user"] if verified.user_verified else ["hwk"]
@@ -234,9 +237,11 @@ def _store(session: Session, factor: Factor, new: NewCredential, now: int) -> No
         raise Rejected("credential_registered") from None
 
 
-def _accept(session: Session, factor: Factor, verified: VerifiedAssertion, now: int) -> None:
-    """Accept the assertion for good: the counter moves only forward (or stays at 0 for an
-    authenticator without one), in any process, and only while the factor is active."""
+def _advance(session: Session, factor: Factor, verified: VerifiedAssertion, now: int) -> bool:
+    """Move the counter to the assertion's, in any process only forward (or, for an
+    authenticator without a counter, from 0 to 0). False when another assertion with this count
+    or a higher one was accepted first: in the order the database put them in, this one's count
+    did not increase."""
     counter = col(WebauthnCredential.sign_count)
     sign_count = verified.sign_count
     values: dict[str, Any] = {
@@ -255,16 +260,17 @@ def _accept(session: Session, factor: Factor, verified: VerifiedAssertion, now: 
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
-        raise Rejected("replayed")
-    still_active = session.execute(
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _still_active(session: Session, factor: Factor, now: int) -> bool:
+    result = session.execute(
         update(Factor)
         .where(col(Factor.id) == factor.id, col(Factor.status) == "active")
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
-    if still_active.rowcount != 1:  # type: ignore[attr-defined]
-        raise Rejected("factor_not_active")
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _disable(session: Session, factor: Factor) -> None:
