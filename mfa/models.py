@@ -144,3 +144,42 @@ class AuditEvent(SQLModel, table=True):
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, sa_column=Column(String(256)))
     detail: str = Field(default="{}", sa_type=Text)  # JSON object
+
+
+class WebauthnUser(SQLModel, table=True):
+    """A user's WebAuthn user handle: random, stable, and nothing personal (WebAuthn section
+    14.6.1 recommends 64 random bytes), kept from the first security key on."""
+
+    __tablename__ = "webauthn_users"
+
+    user_id: str = Field(
+        foreign_key="users.id", ondelete="CASCADE", primary_key=True, max_length=36
+    )
+    user_handle: bytes = Field(sa_column=Column(LargeBinary(64), unique=True, nullable=False))
+    created_at: int = Field(sa_type=BigInteger)
+
+
+class WebauthnCredential(SQLModel, table=True):
+    """The public key credential of a ``webauthn`` factor (one per factor); its label and status
+    are the factor's. Nothing here is secret: the private key never leaves the authenticator."""
+
+    __tablename__ = "webauthn_credentials"
+
+    factor_id: str = Field(
+        foreign_key="factors.id", ondelete="CASCADE", primary_key=True, max_length=36
+    )
+    # At most 1023 bytes (WebAuthn section 5.1.3); unique across all users.
+    credential_id: bytes = Field(sa_column=Column(LargeBinary(1023), unique=True, nullable=False))
+    # fido2's AttestedCredentialData: AAGUID, credential id and COSE public key, as registered.
+    public_key: bytes = Field(sa_type=LargeBinary)
+    algorithm: int  # COSE algorithm of the public key
+    aaguid: str = Field(max_length=36)
+    # The signature counter last seen (WebAuthn section 6.1.1); 0 for authenticators without one.
+    sign_count: int = Field(default=0, sa_type=BigInteger)
+    transports: str = Field(default="[]", max_length=256)  # JSON list, for allowCredentials
+    backup_eligible: bool = False  # BE: fixed at registration (section 6.1.3)
+    backed_up: bool = False  # BS: may change at each use
+    user_verified: bool = False  # UV was seen at registration or at a later use
+    attestation_format: str = Field(max_length=32)
+    created_at: int = Field(sa_type=BigInteger)
+    last_used_at: int | None = Field(default=None, sa_type=BigInteger)

@@ -89,7 +89,12 @@ class HotpEnroll(Body):
     digits: Literal[6, 8] = 6
 
 
-EnrollRequest = Annotated[TotpEnroll | HotpEnroll, Field(discriminator="type")]
+class WebauthnEnroll(Body):
+    type: Literal["webauthn"]
+    label: Label = "Security key"
+
+
+EnrollRequest = Annotated[TotpEnroll | HotpEnroll | WebauthnEnroll, Field(discriminator="type")]
 
 
 class Confirm(Body):
@@ -105,3 +110,54 @@ class Rename(Body):
 class Resync(Body):
     code1: Code
     code2: Code
+
+
+# What ``PublicKeyCredential.toJSON()`` returns (WebAuthn Level 3, section 5.1: the
+# RegistrationResponseJSON and AuthenticationResponseJSON dictionaries). Only the JSON types are
+# checked here, so that a body of the wrong shape is a 400; whether the values are right is the
+# security key handler's question (a 401 when they are not).
+
+# Base64URLString: base64url without padding (WebAuthn section 5.1); a credential id is at most
+# 1023 bytes (section 5.1.3), so no field of a 64 KiB body needs to be longer.
+Base64Url = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]*$", max_length=65536)]
+ShortText = Annotated[str, StringConstraints(max_length=64)]
+
+
+class _Json(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class AttestationResponseJson(_Json):
+    clientDataJSON: Base64Url
+    attestationObject: Base64Url
+    authenticatorData: Base64Url | None = None
+    transports: list[str] | None = Field(default=None, max_length=16)
+    publicKey: Base64Url | None = None
+    publicKeyAlgorithm: int | None = None
+
+
+class AssertionResponseJson(_Json):
+    clientDataJSON: Base64Url
+    authenticatorData: Base64Url
+    signature: Base64Url
+    userHandle: Base64Url | None = None
+
+
+class _CredentialJson(_Json):
+    id: Base64Url
+    rawId: Base64Url
+    type: ShortText
+    authenticatorAttachment: ShortText | None = None
+    clientExtensionResults: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegistrationCredential(_CredentialJson):
+    """``create()``'s credential, as ``toJSON()`` serializes it."""
+
+    response: AttestationResponseJson
+
+
+class AssertionCredential(_CredentialJson):
+    """``get()``'s credential, as ``toJSON()`` serializes it."""
+
+    response: AssertionResponseJson

@@ -6,9 +6,13 @@ authenticator app, a hardware token, a security key, a sheet of recovery codes.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from .helpers import Account, Clock, bearer, hotp_code, login, totp_code
+from .softauthn import SoftAuthenticator, b64url_decode, b64url_encode, new_private_key
+
+ORIGIN = "http://localhost:8000"  # the tests' app serves here; MFA_ORIGIN's default
 
 
 class Driver:
@@ -122,4 +126,64 @@ class HotpDriver(Driver):
         return {"mfa_token": mfa_token, "factor_id": factor["id"], "code": _unlike(*window)}
 
 
-DRIVERS: dict[str, type[Driver]] = {"totp": TotpDriver, "hotp": HotpDriver}
+class WebauthnDriver(Driver):
+    """A security key (the software authenticator and the browser in front of it)."""
+
+    type = "webauthn"
+
+    def __init__(self) -> None:
+        self.authenticator = SoftAuthenticator()
+        self.credential_ids: dict[str, bytes] = {}
+
+    def confirmation(self, factor: dict[str, Any], clock: Clock) -> dict[str, Any]:
+        credential = self.authenticator.make_credential(factor["publicKey"], ORIGIN)
+        self.credential_ids[factor["id"]] = b64url_decode(credential["rawId"])
+        return {"credential": credential}
+
+    def _credential_id(self, factor: dict[str, Any]) -> bytes:
+        """The factor's credential; for a factor never confirmed, one made from its creation
+        options on another authenticator (this one is excluded by them) and kept there."""
+        if factor["id"] not in self.credential_ids:
+            other = SoftAuthenticator()
+            credential = other.make_credential(factor["publicKey"], ORIGIN)
+            self.authenticator.add_credential(other.credentials[0])
+            self.credential_ids[factor["id"]] = b64url_decode(credential["rawId"])
+        return self.credential_ids[factor["id"]]
+
+    def _request_options(self, client: Any, mfa_token: str, factor: dict[str, Any]) -> Any:
+        r = client.post(
+            "/api/login/challenge", json={"mfa_token": mfa_token, "factor_id": factor["id"]}
+        )
+        if r.status_code == 200:
+            return r.json()["publicKey"]
+        # No challenge to be had (a dead login, a factor that is not active): the key answers
+        # one the server never asked.
+        return {"challenge": b64url_encode(os.urandom(32)), "rpId": "localhost"}
+
+    def _answer(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], **tamper: Any
+    ) -> dict[str, Any]:
+        credential_id = self._credential_id(factor)
+        options = self._request_options(client, mfa_token, factor)
+        credential = self.authenticator.get_assertion(
+            options, ORIGIN, credential_id=credential_id, **tamper
+        )
+        return {"mfa_token": mfa_token, "factor_id": factor["id"], "credential": credential}
+
+    def right(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], clock: Clock
+    ) -> dict[str, Any]:
+        return self._answer(client, mfa_token, factor)
+
+    def wrong(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], clock: Clock
+    ) -> dict[str, Any]:
+        # The right credential id over the current challenge, signed by a key that is not it.
+        return self._answer(client, mfa_token, factor, sign_with=new_private_key())
+
+
+DRIVERS: dict[str, type[Driver]] = {
+    "totp": TotpDriver,
+    "hotp": HotpDriver,
+    "webauthn": WebauthnDriver,
+}

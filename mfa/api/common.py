@@ -42,6 +42,14 @@ async def body_as(request: Request, adapter: TypeAdapter[T]) -> T:
         raise InvalidRequest(describe(e)) from None
 
 
+def shaped(value: Any, model: type[M]) -> M:
+    """Check a nested JSON value against ``model``, as ``body`` checks a whole body."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        raise InvalidRequest(describe(e)) from None
+
+
 def describe(error: ValidationError) -> str:
     """A readable summary of what is wrong, without echoing the input (it may be a secret)."""
     parts = []

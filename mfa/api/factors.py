@@ -24,6 +24,7 @@ from .common import (
     meta,
     no_content,
     principal,
+    shaped,
 )
 
 _ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -64,6 +65,7 @@ async def confirm(request: Request) -> Response:
     data = await body(request, schemas.Confirm)
     answer: str | dict[str, Any]
     if data.credential is not None:
+        shaped(data.credential, schemas.RegistrationCredential)  # a 400 for the wrong shape
         answer = data.credential
     elif data.code is not None:
         answer = data.code

@@ -11,7 +11,7 @@ from .. import schemas
 from ..errors import InvalidRequest, MfaError
 from ..services import account, login, tokens, users
 from . import openapi, session
-from .common import body, context, json, meta, no_content, principal
+from .common import body, context, json, meta, no_content, principal, shaped
 
 
 class SignupDisabled(MfaError):
@@ -47,6 +47,7 @@ async def verify(request: Request) -> Response:
     data = await body(request, schemas.LoginVerify)
     answer: str | dict[str, Any]
     if data.credential is not None:
+        shaped(data.credential, schemas.AssertionCredential)  # a 400 for the wrong shape
         answer = data.credential
     elif data.code is not None and data.factor_id is not None:
         answer = data.code

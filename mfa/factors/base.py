@@ -21,6 +21,12 @@ class Rejected(Exception):
         self.reason = reason
 
 
+class Disabled(Rejected):
+    """The answer showed that the factor can no longer be trusted (a security key whose
+    signature counter went back: a clone); the handler has disabled the factor, and the caller
+    records that next to the failure."""
+
+
 @dataclass(frozen=True)
 class Accepted:
     """A right answer. ``counter`` is the counter or time step it used, if the type has one."""

@@ -26,7 +26,7 @@ from ..errors import (
     Unauthorized,
     VerificationFailed,
 )
-from ..factors.base import Rejected
+from ..factors.base import Disabled, Rejected
 from ..models import Factor, User
 from . import audit, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure
@@ -209,6 +209,18 @@ def verify(
             except Rejected as r:
                 transactions.count_failure(session, tx)
                 record_failure(session, user, factor, r.reason, now, meta, stage="login")
+                if isinstance(r, Disabled) and factor is not None:
+                    audit.record(
+                        session,
+                        "factor_disabled",
+                        now=now,
+                        meta=meta,
+                        user_id=user.id,
+                        username=user.username,
+                        factor_id=factor.id,
+                        factor_type=factor.type,
+                        reason=r.reason,
+                    )
                 error = VerificationFailed()
             else:
                 transactions.spend(session, tx, now)

@@ -1,0 +1,283 @@
+"""The storage side of security keys: ceremonies kept server-side, credentials, counters.
+
+A registration ceremony is kept on its pending factor, a login's on its login transaction
+(WebAuthn Level 3, section 13.4.3: the challenge is generated and checked by the server). Either
+is answerable once, right or wrong, and only until it expires. An assertion is accepted by a
+conditional update of the signature counter in the caller's transaction, the same one that
+spends the login transaction; a counter that does not increase disables the key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from ..factors.base import Disabled, Enrollment, Rejected
+from ..factors.webauthn import (
+    Ceremony,
+    KeyDescriptor,
+    NewCredential,
+    RelyingParty,
+    StoredCredential,
+    VerifiedAssertion,
+    counter_regressed,
+    from_b64url,
+    new_user_handle,
+    relying_party,
+)
+from ..models import Factor, LoginTransaction, User, WebauthnCredential, WebauthnUser, table_of
+from . import transactions
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+Answer = str | dict[str, Any]
+
+
+def rp_of(ctx: Context) -> RelyingParty:
+    s = ctx.settings
+    return relying_party(s.rp_id, s.rp_name, s.origins)
+
+
+def user_handle(session: Session, user_id: str, now: int) -> bytes:
+    """The user's handle, made on first use and the same ever after (section 14.6.1)."""
+    table = table_of(WebauthnUser)
+    dialect_insert = (
+        sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+    )
+    # Two first enrollments at once must not both insert: the second one keeps the first handle.
+    session.execute(
+        dialect_insert(table)
+        .values(user_id=user_id, user_handle=new_user_handle(), created_at=now)
+        .on_conflict_do_nothing(index_elements=[table.c.user_id])
+    )
+    handle: bytes = session.execute(
+        select(col(WebauthnUser.user_handle)).where(col(WebauthnUser.user_id) == user_id)
+    ).scalar_one()
+    return handle
+
+
+def credential_of(session: Session, factor_id: str) -> WebauthnCredential | None:
+    return session.get(WebauthnCredential, factor_id)
+
+
+def keys_of(session: Session, user_id: str, *, active_only: bool) -> list[KeyDescriptor]:
+    """The user's registered keys, oldest first."""
+    query = (
+        select(WebauthnCredential)
+        .join(Factor, col(Factor.id) == col(WebauthnCredential.factor_id))
+        .where(col(Factor.user_id) == user_id, col(Factor.type) == "webauthn")
+        .order_by(col(WebauthnCredential.created_at), col(WebauthnCredential.factor_id))
+    )
+    if active_only:
+        query = query.where(col(Factor.status) == "active")
+    return [
+        KeyDescriptor(row.credential_id, tuple(_transports(row))) for row in session.scalars(query)
+    ]
+
+
+def _transports(row: WebauthnCredential) -> list[str]:
+    value = json.loads(row.transports)
+    return [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+
+
+class WebauthnHandler:
+    type = "webauthn"
+
+    def enroll(
+        self, session: Session, ctx: Context, request: Any, user: User, factor_id: str, now: int
+    ) -> Enrollment:
+        """Creation options for a new key. Every key the user has (also a disabled one) goes in
+        ``excludeCredentials``, so an authenticator already registered refuses to register again
+        (section 5.4.3)."""
+        options, ceremony = rp_of(ctx).registration_options(
+            user_handle=user_handle(session, user.id, now),
+            username=user.username,
+            exclude=keys_of(session, user.id, active_only=False),
+            user_verification=ctx.settings.webauthn_user_verification,
+            resident_key=ctx.settings.webauthn_resident_key,
+            now=now,
+        )
+        return Enrollment(
+            columns={}, secret=None, reveal={"publicKey": options}, challenge=ceremony.dumps()
+        )
+
+    def confirm(
+        self, session: Session, ctx: Context, factor: Factor, answer: Answer, now: int
+    ) -> None:
+        kept, factor.challenge = factor.challenge, None  # one answer per ceremony
+        ceremony = Ceremony.loads(kept, now)
+        if not isinstance(answer, dict):
+            raise Rejected("not_a_credential")
+        new = rp_of(ctx).verify_registration(ceremony, answer)
+        _store(session, factor, new, now)
+
+    def challenge(
+        self, session: Session, ctx: Context, factor: Factor, tx: LoginTransaction, now: int
+    ) -> dict[str, Any]:
+        """Request options naming every active key of the user: any of them may answer."""
+        options, ceremony = rp_of(ctx).authentication_options(
+            allow=keys_of(session, tx.user_id, active_only=True),
+            user_verification=ctx.settings.webauthn_user_verification,
+            now=now,
+        )
+        transactions.keep_challenge(tx, factor.id, ceremony.dumps())
+        return {"publicKey": options}
+
+    def check(
+        self,
+        session: Session,
+        ctx: Context,
+        factor: Factor,
+        answer: Answer,
+        now: int,
+        tx: LoginTransaction | None,
+    ) -> list[str]:
+        if tx is None:
+            raise Rejected("no_challenge")
+        # Spent by this attempt, right or wrong: the caller commits a failure too.
+        kept = tx.challenge
+        transactions.keep_challenge(tx, None, None)
+        ceremony = Ceremony.loads(kept, now)
+        if not isinstance(answer, dict):
+            raise Rejected("not_a_credential")
+        row = credential_of(session, factor.id)
+        handle = session.get(WebauthnUser, factor.user_id)
+        if row is None or handle is None:
+            raise Rejected("no_credential")
+        verified = rp_of(ctx).verify_assertion(
+            ceremony,
+            answer,
+            StoredCredential(
+                credential_id=row.credential_id,
+                public_key=row.public_key,
+                backup_eligible=row.backup_eligible,
+                user_handle=handle.user_handle,
+            ),
+        )
+        if counter_regressed(row.sign_count, verified.sign_count) or not _advance(
+            session, factor, verified, now
+        ):
+            _disable(session, factor)
+            raise Disabled("sign_count_not_increased")
+        if not _still_active(session, factor, now):
+            raise Rejected("factor_not_active")
+        # RFC 8176 "hwk": proof of possession of a hardware key; "user" is added when the key
+        # also verified its user (the UV flag: a PIN or a biometric).
+        return ["hwk", "user"] if verified.user_verified else ["hwk"]
+
+    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
+        row = credential_of(session, factor.id)
+        if row is None:
+            return
+        out["aaguid"] = row.aaguid
+        out["transports"] = _transports(row)
+        out["backup_eligible"] = row.backup_eligible
+        out["backed_up"] = row.backed_up
+        out["user_verified"] = row.user_verified
+
+    def locate(self, session: Session, user_id: str, answer: dict[str, Any]) -> Factor | None:
+        """The user's active key factor that ``answer`` (a ``toJSON()`` credential) names by its
+        credential id; None for another user's key, a disabled or pending one, or junk."""
+        raw_id = answer.get("rawId")
+        if not isinstance(raw_id, str) or len(raw_id) > 2 * 1024:
+            return None
+        try:
+            credential_id = from_b64url(raw_id)
+        except Rejected:
+            return None
+        return session.scalars(
+            select(Factor)
+            .join(WebauthnCredential, col(WebauthnCredential.factor_id) == col(Factor.id))
+            .where(
+                col(WebauthnCredential.credential_id) == credential_id,
+                col(Factor.user_id) == user_id,
+                col(Factor.type) == "webauthn",
+                col(Factor.status) == "active",
+            )
+        ).first()
+
+
+def _store(session: Session, factor: Factor, new: NewCredential, now: int) -> None:
+    """Keep the credential; a credential id that is registered already (to anyone) is refused
+    (section 7.1 step 26)."""
+    taken = session.execute(
+        select(col(WebauthnCredential.factor_id)).where(
+            col(WebauthnCredential.credential_id) == new.credential_id
+        )
+    ).first()
+    if taken is not None:
+        raise Rejected("credential_registered")
+    try:
+        # In a savepoint: a concurrent registration of the same id fails here alone, and the
+        # caller can still record the failure in its transaction.
+        with session.begin_nested():
+            session.add(
+                WebauthnCredential(
+                    factor_id=factor.id,
+                    credential_id=new.credential_id,
+                    public_key=new.public_key,
+                    algorithm=new.algorithm,
+                    aaguid=new.aaguid,
+                    sign_count=new.sign_count,
+                    transports=json.dumps(list(new.transports)),
+                    backup_eligible=new.backup_eligible,
+                    backed_up=new.backed_up,
+                    user_verified=new.user_verified,
+                    attestation_format=new.attestation_format,
+                    created_at=now,
+                )
+            )
+    except IntegrityError:
+        raise Rejected("credential_registered") from None
+
+
+def _advance(session: Session, factor: Factor, verified: VerifiedAssertion, now: int) -> bool:
+    """Move the counter to the assertion's, in any process only forward (or, for an
+    authenticator without a counter, from 0 to 0). False when another assertion with this count
+    or a higher one was accepted first: in the order the database put them in, this one's count
+    did not increase."""
+    counter = col(WebauthnCredential.sign_count)
+    sign_count = verified.sign_count
+    values: dict[str, Any] = {
+        "sign_count": sign_count,
+        "backed_up": verified.backed_up,
+        "last_used_at": now,
+    }
+    if verified.user_verified:
+        values["user_verified"] = True
+    moved = session.execute(
+        update(WebauthnCredential)
+        .where(
+            col(WebauthnCredential.factor_id) == factor.id,
+            counter < sign_count if sign_count else counter == 0,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _still_active(session: Session, factor: Factor, now: int) -> bool:
+    result = session.execute(
+        update(Factor)
+        .where(col(Factor.id) == factor.id, col(Factor.status) == "active")
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _disable(session: Session, factor: Factor) -> None:
+    """A possibly cloned key (section 6.1.1) verifies nothing more until the user removes it."""
+    session.execute(
+        update(Factor)
+        .where(col(Factor.id) == factor.id, col(Factor.status) == "active")
+        .values(status="disabled")
+        .execution_options(synchronize_session=False)
+    )
