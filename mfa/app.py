@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import factors, login, ops
+from .api import admin_tokens, factors, login, ops
 from .config import Settings
 from .context import Context
 from .errors import MfaError
@@ -45,6 +45,10 @@ def routes() -> list[Route]:
         Route("/api/factors/{factor_id}", factors.remove, methods=["DELETE"]),
         Route("/api/factors/{factor_id}/confirm", factors.confirm, methods=["POST"]),
         Route("/api/factors/{factor_id}/resync", factors.resync, methods=["POST"]),
+        Route("/api/admin/tokens", admin_tokens.listing, methods=["GET"]),
+        Route("/api/admin/tokens/import", admin_tokens.import_file, methods=["POST"]),
+        Route("/api/admin/tokens/{serial}/assign", admin_tokens.assign, methods=["POST"]),
+        Route("/api/admin/tokens/{serial}/unassign", admin_tokens.unassign, methods=["POST"]),
     ]
 
 
