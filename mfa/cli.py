@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="the seed file ('-' for standard input)")
     unlock_with = imp.add_mutually_exclusive_group()
     unlock_with.add_argument("--password", help="the password of a PBKDF2-protected PSKC file")
+    unlock_with.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read that password from one line of standard input",
+    )
     unlock_with.add_argument("--key-hex", help="the pre-shared AES key of the PSKC file, in hex")
     imp.add_argument(
         "--dry-run", action="store_true", help="read and check the file, import nothing"
@@ -144,6 +149,11 @@ def _user_unlock(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _token_import(args: argparse.Namespace, ctx: Context) -> int:
+    password = args.password
+    if args.password_stdin:
+        if args.file == "-":
+            raise MfaError("Standard input cannot give both the file and its password.")
+        password = sys.stdin.readline().rstrip("\r\n")
     try:
         if args.file == "-":
             data = sys.stdin.buffer.read(seedfile.MAX_FILE_BYTES + 1)
@@ -153,9 +163,7 @@ def _token_import(args: argparse.Namespace, ctx: Context) -> int:
     except OSError as e:
         raise MfaError(f"cannot read {args.file}: {e.strerror}") from None
     key = hardware.parse_key_hex(args.key_hex) if args.key_hex is not None else None
-    report = hardware.import_file(
-        ctx, data, CLI, password=args.password, key=key, dry_run=args.dry_run
-    )
+    report = hardware.import_file(ctx, data, CLI, password=password, key=key, dry_run=args.dry_run)
     for line in report.lines():
         print(line)
     return 0

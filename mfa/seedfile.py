@@ -127,7 +127,7 @@ def _refuse_dangerous_xml(data: bytes) -> None:
         raise SeedFileError(
             "The file declares a DTD or entities, which a PSKC document never needs; refused."
         ) from None
-    except XmlParseError:
+    except (XmlParseError, LookupError, ValueError):  # LookupError: an unknown encoding
         raise SeedFileError("The file is not well-formed XML.") from None
 
 

@@ -35,7 +35,7 @@ def test_import_prints_one_line_per_serial_and_names_the_skipped(env):
         "9999999 imported (hotp, 8 digits)",
         "9999999 skipped: given twice in the file (the first key was taken)",
     ]
-    r = mfa(env, "token", "import", figure(7), "--password", "qwerty")
+    r = mfa(env, "token", "import", figure(7), "--password-stdin", stdin="qwerty\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["987654321 imported (hotp, 8 digits)"]
     r = mfa(env, "token", "import", figure(6), "--key-hex", "12345678901234567890123456789012")

@@ -364,3 +364,12 @@ def test_an_assigned_ocra_token_answers_questions(client, admin):
         json={"mfa_token": start["mfa_token"], "factor_id": factor["id"], "code": code},
     )
     assert r.status_code == 200, r.text
+
+
+def test_the_openapi_document_lists_the_token_endpoints(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/api/admin/tokens"]) == {"get"}
+    assert "requestBody" in paths["/api/admin/tokens/import"]["post"]
+    for action in ("assign", "unassign"):
+        op = paths[f"/api/admin/tokens/{{serial}}/{action}"]["post"]
+        assert [p["name"] for p in op["parameters"]] == ["serial"]

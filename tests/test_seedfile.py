@@ -187,7 +187,13 @@ def test_xml_with_a_dtd_or_entities_is_refused_before_parsing(data):
 
 @pytest.mark.parametrize(
     "data",
-    [b"<KeyContainer", b"<notpskc/>", b"<KeyContainer Version='1.0'/>", b"<a>\xff</a>"],
+    [
+        b"<KeyContainer",
+        b"<notpskc/>",
+        b"<KeyContainer Version='1.0'/>",
+        b"<a>\xff</a>",
+        b'<?xml version="1.0" encoding="UTX-8"?><a/>',
+    ],
 )
 def test_a_broken_or_foreign_xml_document_is_refused(data):
     with pytest.raises(SeedFileError):
