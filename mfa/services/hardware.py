@@ -172,7 +172,6 @@ def _insert(
             imported_at=now,
         )
     )
-    session.flush()
     audit.record(
         session,
         "token_imported",
