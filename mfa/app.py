@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import schema
-from .api import factors, login, ops, pages, session
+from .api import admin_tokens, factors, login, ops, pages, session
 from .config import Settings
 from .context import Context
 from .errors import MfaError
@@ -52,6 +52,10 @@ def routes() -> list[Route]:
         Route("/api/factors/{factor_id}/resync", factors.resync, methods=["POST"]),
         *(Route(path, pages.page, methods=["GET"]) for path in pages.PAGES),
         Route(pages.STATIC_PREFIX + "/{version}/{path:path}", pages.static, methods=["GET"]),
+        Route("/api/admin/tokens", admin_tokens.listing, methods=["GET"]),
+        Route("/api/admin/tokens/import", admin_tokens.import_file, methods=["POST"]),
+        Route("/api/admin/tokens/{serial}/assign", admin_tokens.assign, methods=["POST"]),
+        Route("/api/admin/tokens/{serial}/unassign", admin_tokens.unassign, methods=["POST"]),
     ]
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import anyio
 import uvicorn
 
-from . import schema
+from . import schema, seedfile
 from .config import ConfigError, Settings
 from .context import CLI, Context
 from .db import Database
 from .errors import MfaError
 from .observability import log_config
-from .services import keys, users
+from .services import hardware, keys, users
 
 Command = Callable[[argparse.Namespace, Context], int]
 
@@ -81,6 +81,36 @@ def _parser() -> argparse.ArgumentParser:
     unlock = user.add_parser("unlock", help="clear a user's lock, failure count and back-off")
     unlock.add_argument("username")
     unlock.set_defaults(handler=_user_unlock)
+
+    token = commands.add_parser("token", help="hardware tokens").add_subparsers(
+        dest="action", required=True
+    )
+    imp = token.add_parser(
+        "import", help="import hardware tokens from a PSKC (RFC 6030) or OATH CSV seed file"
+    )
+    imp.add_argument("file", help="the seed file ('-' for standard input)")
+    unlock_with = imp.add_mutually_exclusive_group()
+    unlock_with.add_argument("--password", help="the password of a PBKDF2-protected PSKC file")
+    unlock_with.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read that password from one line of standard input",
+    )
+    unlock_with.add_argument("--key-hex", help="the pre-shared AES key of the PSKC file, in hex")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="read and check the file, import nothing"
+    )
+    imp.set_defaults(handler=_token_import)
+    token.add_parser("list", help="the inventory: serial, type, assigned user").set_defaults(
+        handler=_token_list
+    )
+    give = token.add_parser("assign", help="give a token to a user as an active factor")
+    give.add_argument("serial")
+    give.add_argument("username")
+    give.set_defaults(handler=_token_assign)
+    take = token.add_parser("unassign", help="take a token back into stock")
+    take.add_argument("serial")
+    take.set_defaults(handler=_token_unassign)
 
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(
         dest="action", required=True
@@ -161,6 +191,45 @@ def _db_upgrade(args: argparse.Namespace, ctx: Context) -> int:
     before = schema.current(ctx.db)
     schema.upgrade(ctx.db)
     print(f"schema at {schema.head()} (was {before or 'empty'})")
+    return 0
+
+
+def _token_import(args: argparse.Namespace, ctx: Context) -> int:
+    password = args.password
+    if args.password_stdin:
+        if args.file == "-":
+            raise MfaError("Standard input cannot give both the file and its password.")
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read(seedfile.MAX_FILE_BYTES + 1)
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read(seedfile.MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise MfaError(f"cannot read {args.file}: {e.strerror}") from None
+    key = hardware.parse_key_hex(args.key_hex) if args.key_hex is not None else None
+    report = hardware.import_file(ctx, data, CLI, password=password, key=key, dry_run=args.dry_run)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def _token_list(args: argparse.Namespace, ctx: Context) -> int:
+    for token in hardware.listing(ctx):
+        print(f"{token['serial']}\t{token['type']}\t{token['username'] or '-'}")
+    return 0
+
+
+def _token_assign(args: argparse.Namespace, ctx: Context) -> int:
+    result = hardware.assign(ctx, args.serial, args.username, CLI)
+    print(f"{result['serial']} assigned to {result['username']} (factor {result['factor']['id']})")
+    return 0
+
+
+def _token_unassign(args: argparse.Namespace, ctx: Context) -> int:
+    result = hardware.unassign(ctx, args.serial, CLI)
+    print(f"{result['serial']} unassigned, back in stock")
     return 0
 
 

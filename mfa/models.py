@@ -85,6 +85,43 @@ class LoginTransaction(SQLModel, table=True):
     # continues the refresh-token family ``family_id`` of the login it raises.
     purpose: str = Field(default="login", max_length=16)
     family_id: str | None = Field(default=None, max_length=36)
+    # How many OCRA questions this login has asked: capped, because a response to a question-only
+    # suite is single-use only as long as its question does not come up again.
+    questions: int = 0
+
+
+class HardwareToken(SQLModel, table=True):
+    """A device with a serial number, imported from a vendor's seed file (PSKC or OATH CSV).
+
+    In stock while ``factor_id`` is empty; assigned, it lends its key to one active factor of
+    one user (sealed again for that factor's row). ``counter`` is the next acceptable counter or
+    time step for the token's next holder: an assignment starts there, a return writes it back.
+    """
+
+    __tablename__ = "hardware_tokens"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    serial: str = Field(max_length=64, unique=True)
+    type: str = Field(max_length=16)  # hotp | totp | ocra
+    secret: bytes = Field(sa_type=LargeBinary)  # sealed "hardware_token:<id>:secret"
+    algorithm: str | None = Field(default=None, max_length=8)
+    digits: int
+    counter: int = Field(default=0, sa_type=BigInteger)
+    period: int | None = None
+    suite: str | None = Field(default=None, max_length=128)
+    pin: bytes | None = Field(default=None, sa_type=LargeBinary)  # sealed OCRA PIN hash
+    manufacturer: str | None = Field(default=None, max_length=64)
+    # RFC 6030 section 5: the key may be used only between these times (inclusive).
+    not_before: int | None = Field(default=None, sa_type=BigInteger)
+    not_after: int | None = Field(default=None, sa_type=BigInteger)
+    imported_at: int = Field(sa_type=BigInteger)
+    factor_id: str | None = Field(
+        default=None, foreign_key="factors.id", ondelete="SET NULL", max_length=36, unique=True
+    )
+    user_id: str | None = Field(
+        default=None, foreign_key="users.id", ondelete="SET NULL", max_length=36, index=True
+    )
+    assigned_at: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class RefreshToken(SQLModel, table=True):

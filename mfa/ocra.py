@@ -156,8 +156,10 @@ def _parse_crypto_function(crypto: str) -> tuple[HashName, int]:
     if hash_name is None:
         raise SuiteError(f"unknown hash in crypto function: {match[1]!r} (SHA1, SHA256, SHA512)")
     # No leading zero: the reference code reads t with Integer.decode, which takes "06" as octal.
+    # At most two digits before int(): a longer run is wrong anyway, and int() of thousands of
+    # digits raises a plain ValueError (CPython's conversion limit), not a SuiteError.
     t = match[2]
-    if not (t == "0" or (t[0] != "0" and 4 <= int(t) <= 10)):
+    if not (t == "0" or (t[0] != "0" and len(t) <= 2 and 4 <= int(t) <= 10)):
         raise SuiteError(f"truncation must be 0 or 4-10 digits, not {t!r}")
     return hash_name, int(t)
 

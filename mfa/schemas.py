@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from . import ocra
+from .factors.ocra import DEFAULT_SUITE, servable
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
 
@@ -94,7 +104,42 @@ class WebauthnEnroll(Body):
     label: Label = "Security key"
 
 
-EnrollRequest = Annotated[TotpEnroll | HotpEnroll | WebauthnEnroll, Field(discriminator="type")]
+def _ocra_suite(value: str) -> str:
+    try:
+        servable(value)
+    except ocra.SuiteError:
+        # The parser's own message quotes the part it could not read; say it without echoing.
+        raise ValueError(
+            "not a valid OCRA suite (RFC 6287 section 6), e.g. OCRA-1:HOTP-SHA1-6:QN08"
+        ) from None
+    return value
+
+
+OcraSuiteText = Annotated[str, StringConstraints(max_length=128), AfterValidator(_ocra_suite)]
+# The PIN a PIN suite (P) hashes into every response: typed on the token, never stored here
+# (only its hash is, sealed).
+OcraPin = Annotated[str, StringConstraints(min_length=4, max_length=64), AfterValidator(_printable)]
+
+
+class OcraEnroll(Body):
+    type: Literal["ocra"]
+    label: Label = "Challenge-response token"
+    suite: OcraSuiteText = DEFAULT_SUITE
+    pin: OcraPin | None = None
+
+    @model_validator(mode="after")
+    def _pin_as_the_suite_says(self) -> OcraEnroll:
+        takes_pin = ocra.parse_suite(self.suite).pin_hash_name is not None
+        if takes_pin and self.pin is None:
+            raise ValueError("this suite hashes a PIN (P) into every response: give the pin")
+        if not takes_pin and self.pin is not None:
+            raise ValueError("this suite takes no PIN: leave pin out")
+        return self
+
+
+EnrollRequest = Annotated[
+    TotpEnroll | HotpEnroll | OcraEnroll | WebauthnEnroll, Field(discriminator="type")
+]
 
 
 class Confirm(Body):
@@ -161,3 +206,26 @@ class AssertionCredential(_CredentialJson):
     """``get()``'s credential, as ``toJSON()`` serializes it."""
 
     response: AssertionResponseJson
+
+
+SeedText = Annotated[str, StringConstraints(min_length=1, max_length=64 * 1024)]
+
+
+class TokenImport(Body):
+    """A seed file for ``/api/admin/tokens/import``: PSKC XML text, or OATH CSV text."""
+
+    pskc: SeedText | None = None
+    csv: SeedText | None = None
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    key_hex: Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{32,64}$")] | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_file(self) -> TokenImport:
+        if (self.pskc is None) == (self.csv is None):
+            raise ValueError("give the seed file as pskc (XML text) or as csv, not both")
+        return self
+
+
+class TokenAssign(Body):
+    username: Username

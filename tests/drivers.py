@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from .helpers import Account, Clock, bearer, hotp_code, login, totp_code
+from .helpers import Account, Clock, bearer, hotp_code, login, ocra_response, totp_code
 from .softauthn import SoftAuthenticator, b64url_decode, b64url_encode, new_private_key
 
 ORIGIN = "http://localhost:8000"  # the tests' app serves here; MFA_ORIGIN's default
@@ -182,8 +182,44 @@ class WebauthnDriver(Driver):
         return self._answer(client, mfa_token, factor, sign_with=new_private_key())
 
 
+class OcraDriver(Driver):
+    """A keypad token with the default suite (a question, no counter, no time): it answers
+    whatever question ``/api/login/challenge`` asks."""
+
+    type = "ocra"
+
+    def confirmation(self, factor: dict[str, Any], clock: Clock) -> dict[str, Any]:
+        return {"code": ocra_response(factor, factor["question"])}
+
+    def question(self, client: Any, mfa_token: str, factor: dict[str, Any]) -> str:
+        r = client.post(
+            "/api/login/challenge", json={"mfa_token": mfa_token, "factor_id": factor["id"]}
+        )
+        if r.status_code == 200:
+            question: str = r.json()["question"]
+            return question
+        # A login that is over, or a factor it may not use (a pending one): the token can still
+        # answer the question it was enrolled with, which this login never asked.
+        assert r.status_code in (401, 404), r.text
+        return str(factor["question"])
+
+    def right(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], clock: Clock
+    ) -> dict[str, Any]:
+        code = ocra_response(factor, self.question(client, mfa_token, factor))
+        return {"mfa_token": mfa_token, "factor_id": factor["id"], "code": code}
+
+    def wrong(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], clock: Clock
+    ) -> dict[str, Any]:
+        right = ocra_response(factor, self.question(client, mfa_token, factor))
+        code = _unlike(right, digits=len(right))
+        return {"mfa_token": mfa_token, "factor_id": factor["id"], "code": code}
+
+
 DRIVERS: dict[str, type[Driver]] = {
     "totp": TotpDriver,
     "hotp": HotpDriver,
+    "ocra": OcraDriver,
     "webauthn": WebauthnDriver,
 }

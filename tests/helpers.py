@@ -11,6 +11,8 @@ from typing import Any
 
 import pyotp
 
+from mfa import ocra
+
 VECTORS = Path(__file__).resolve().parent / "vectors"
 PASSWORD = "correct horse battery staple"
 
@@ -81,6 +83,26 @@ def totp_code(
 
 def hotp_code(secret: str, counter: int, *, digits: int = 6, algorithm: str = "SHA1") -> str:
     return pyotp.HOTP(secret, digits=digits, digest=DIGESTS[algorithm]).at(counter)
+
+
+def ocra_response(
+    factor: dict[str, Any],
+    question: str,
+    *,
+    counter: int | None = None,
+    timestamp: int | None = None,
+    pin: str | None = None,
+) -> str:
+    """What a keypad token holding ``factor``'s key shows for ``question`` (RFC 6287)."""
+    suite = ocra.parse_suite(factor["suite"])
+    return ocra.response(
+        suite,
+        bytes.fromhex(factor["secret"]),
+        question=question,
+        counter=counter,
+        timestamp=timestamp,
+        pin=pin,
+    )
 
 
 def enroll_first_totp(client: Any, account: Account, clock: Any, **options: Any) -> dict[str, Any]:

@@ -149,6 +149,11 @@ def test_suite_is_frozen_and_comparable() -> None:
         ("OCRA-1:HOTP-SHA1-11:QN08", "truncation must be 0 or 4-10 digits"),
         ("OCRA-1:HOTP-SHA1-06:QN08", "truncation must be 0 or 4-10 digits"),
         ("OCRA-1:HOTP-SHA1-00:QN08", "truncation must be 0 or 4-10 digits"),
+        pytest.param(
+            "OCRA-1:HOTP-SHA1-" + "1" * 5000 + ":QN08",
+            "truncation must be 0 or 4-10 digits",
+            id="5000-digit-truncation",
+        ),
         ("OCRA-1:HOTP-SHA1-6:", "empty component"),
         ("OCRA-1:HOTP-SHA1-6:C--QN08", "empty component"),
         ("OCRA-1:HOTP-SHA1-6:QN08-", "empty component"),

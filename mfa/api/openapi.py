@@ -7,6 +7,7 @@ contract is ``docs/api.md``.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -83,7 +84,33 @@ _OPERATIONS: list[tuple[str, str, str, Any, int, bool]] = [
 ]
 
 # Other modules (admin, recovery codes, pages) add their operations here.
-EXTRA_OPERATIONS: list[tuple[str, str, str, Any, int, bool]] = []
+EXTRA_OPERATIONS: list[tuple[str, str, str, Any, int, bool]] = [
+    ("get", "/api/admin/tokens", "The hardware-token inventory (admin)", None, 200, True),
+    (
+        "post",
+        "/api/admin/tokens/import",
+        "Import hardware tokens from a PSKC or OATH CSV seed file (admin)",
+        schemas.TokenImport,
+        200,
+        True,
+    ),
+    (
+        "post",
+        "/api/admin/tokens/{serial}/assign",
+        "Give a hardware token to a user as an active factor (admin)",
+        schemas.TokenAssign,
+        200,
+        True,
+    ),
+    (
+        "post",
+        "/api/admin/tokens/{serial}/unassign",
+        "Take a hardware token back into stock (admin)",
+        None,
+        200,
+        True,
+    ),
+]
 
 
 def _schema(model: Any) -> dict[str, Any]:
@@ -109,9 +136,11 @@ def document() -> dict[str, Any]:
                 },
             },
         }
-        if "{factor_id}" in path:
+        names = re.findall(r"\{(\w+)\}", path)
+        if names:
             op["parameters"] = [
-                {"name": "factor_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
             ]
         if model is not None:
             schema = _schema(model)

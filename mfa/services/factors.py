@@ -19,7 +19,7 @@ from ..errors import (
 from ..factors.base import Rejected
 from ..factors.hotp import Hotp
 from ..models import Factor, LoginTransaction, User, new_id
-from . import audit, throttle, tokens, transactions, users
+from . import audit, inventory, throttle, tokens, transactions, users
 from .handlers import HANDLERS, Answer, accept_counter, open_secret, secret_context
 
 if TYPE_CHECKING:
@@ -295,6 +295,7 @@ def remove(ctx: Context, principal: Principal, factor_id: str, meta: RequestMeta
         was_active = factor.status == "active"
         if was_active:
             require_recent(ctx, principal)
+        token = inventory.release(session, factor)  # a hardware token goes back to stock
         session.delete(factor)
         audit.record(
             session,
@@ -306,6 +307,19 @@ def remove(ctx: Context, principal: Principal, factor_id: str, meta: RequestMeta
             factor_id=factor.id,
             factor_type=factor.type,
         )
+        if token is not None:
+            audit.record(
+                session,
+                "token_unassigned",
+                now=now,
+                meta=meta,
+                user_id=user.id,
+                username=user.username,
+                serial=token.serial,
+                factor_id=factor.id,
+                factor_type=factor.type,
+                reason="factor_removed",
+            )
         if was_active:
             tokens.revoke_other_families(session, user.id, principal.family_id, now)
 

@@ -8,15 +8,19 @@ Every ``confirm`` and ``check`` either accepts an answer for good or raises ``Re
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlmodel import Session, col
 
-from ..factors.base import CodeFactorType, Enrollment, Rejected
+from .. import ocra
+from ..errors import InvalidRequest
+from ..factors.base import Accepted, CodeFactorType, Enrollment, Rejected
 from ..factors.hotp import Hotp
+from ..factors.ocra import Ocra
 from ..factors.totp import Totp
-from ..models import Factor, LoginTransaction, User
+from ..models import Factor, HardwareToken, LoginTransaction, User
 from ..secretbox import SealError
 from . import transactions
 from .webauthn import WebauthnHandler
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
     from ..context import Context
 
 Answer = str | dict[str, Any]
+
+# OCRA questions one login transaction may ask (each challenge asks a new one).
+MAX_QUESTIONS = 10
 
 
 class Handler(Protocol):
@@ -96,6 +103,45 @@ def accept_counter(
     factor.last_used_at = now
 
 
+def accept_answer(
+    session: Session, factor: Factor, counter: int | None, now: int, *, status: str
+) -> None:
+    """Accept an answer for good. With a counter, as ``accept_counter``; without one (an OCRA
+    suite with neither C nor T), the answer is single-use because its question is, and this
+    only checks that the factor is still in ``status``."""
+    if counter is not None:
+        accept_counter(session, factor, counter, now, status=status)
+        return
+    result = session.execute(
+        update(Factor)
+        .where(col(Factor.id) == factor.id, col(Factor.status) == status)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Rejected("replayed")
+    factor.last_used_at = now
+
+
+def check_validity(session: Session, factor: Factor, now: int) -> None:
+    """A factor lent by a hardware token is usable only within the key's validity period
+    (RFC 6030 section 5: "the key is only used between the start and the end date")."""
+    if factor.serial is None:
+        return
+    window = session.execute(
+        select(col(HardwareToken.not_before), col(HardwareToken.not_after)).where(
+            col(HardwareToken.factor_id) == factor.id
+        )
+    ).first()
+    if window is None:
+        return
+    not_before, not_after = window
+    if not_before is not None and now < not_before:
+        raise Rejected("token_not_yet_valid")
+    if not_after is not None and now > not_after:
+        raise Rejected("token_expired")
+
+
 class CodeHandler:
     """TOTP, HOTP and OCRA: a code, a sealed key and a counter (or time step)."""
 
@@ -112,7 +158,7 @@ class CodeHandler:
         self, session: Session, ctx: Context, factor: Factor, answer: Answer, now: int
     ) -> None:
         counter = self._verify(ctx, factor, answer, now, factor.challenge)
-        accept_counter(session, factor, counter, now, status="pending")
+        accept_answer(session, factor, counter, now, status="pending")
 
     def challenge(
         self, session: Session, ctx: Context, factor: Factor, tx: LoginTransaction, now: int
@@ -131,9 +177,10 @@ class CodeHandler:
         now: int,
         tx: LoginTransaction | None,
     ) -> list[str]:
+        check_validity(session, factor, now)
         state = transactions.challenge_for(tx, factor.id)
         counter = self._verify(ctx, factor, answer, now, state)
-        accept_counter(session, factor, counter, now, status="active")
+        accept_answer(session, factor, counter, now, status="active")
         if tx is not None and state is not None:
             transactions.keep_challenge(tx, None, None)  # a question is answerable once
         return ["otp"]
@@ -146,18 +193,76 @@ class CodeHandler:
 
     def _verify(
         self, ctx: Context, factor: Factor, answer: Answer, now: int, state: str | None
-    ) -> int:
+    ) -> int | None:
         if not isinstance(answer, str):
             raise Rejected("not_a_code")
-        accepted = self.kind.verify(factor, open_secret(ctx, factor), answer, now=now, state=state)
-        assert accepted.counter is not None
-        return accepted.counter
+        return self._accepted(ctx, factor, answer, now, state).counter
+
+    def _accepted(
+        self, ctx: Context, factor: Factor, code: str, now: int, state: str | None
+    ) -> Accepted:
+        return self.kind.verify(factor, open_secret(ctx, factor), code, now=now, state=state)
+
+
+def pin_context(factor_id: str) -> str:
+    return f"factor:{factor_id}:pin"
+
+
+class OcraHandler(CodeHandler):
+    """OCRA: a new question at every challenge, and the sealed PIN hash of PIN suites."""
+
+    def __init__(self) -> None:
+        self.ocra = Ocra()
+        super().__init__(self.ocra)
+
+    def enroll(
+        self, session: Session, ctx: Context, request: Any, user: User, factor_id: str, now: int
+    ) -> Enrollment:
+        enrollment = super().enroll(session, ctx, request, user, factor_id, now)
+        if request.pin is None:
+            return enrollment
+        # Only the PIN's hash is kept (it is what DataInput holds), sealed to this row.
+        pin_hash = ocra.hash_pin(ocra.parse_suite(request.suite), request.pin)
+        sealed = ctx.box.seal(pin_hash, context=pin_context(factor_id))
+        return replace(enrollment, columns={**enrollment.columns, "pin": sealed})
+
+    def challenge(
+        self, session: Session, ctx: Context, factor: Factor, tx: LoginTransaction, now: int
+    ) -> dict[str, Any]:
+        # A question-only suite is single-use only while its questions do not repeat: a caller
+        # who could ask without limit could fish for one whose answer they saw before.
+        if tx.questions >= MAX_QUESTIONS:
+            raise InvalidRequest("This login has asked too many questions; log in again.")
+        tx.questions += 1
+        return super().challenge(session, ctx, factor, tx, now)
+
+    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
+        out["suite"] = factor.suite
+        out["digits"] = factor.digits
+        if factor.period is not None:
+            out["period"] = factor.period
+
+    def _accepted(
+        self, ctx: Context, factor: Factor, code: str, now: int, state: str | None
+    ) -> Accepted:
+        pin_hash = None
+        if factor.pin is not None:
+            try:
+                pin_hash = ctx.box.open(factor.pin, context=pin_context(factor.id))
+            except SealError:
+                log.error(
+                    "the PIN hash of factor %s does not open: wrong key or a copied row", factor.id
+                )
+                raise Rejected("secret_does_not_open") from None
+        secret = open_secret(ctx, factor)
+        return self.ocra.verify(factor, secret, code, now=now, state=state, pin_hash=pin_hash)
 
 
 HANDLERS: dict[str, Handler] = {
     "totp": CodeHandler(Totp()),
     "hotp": CodeHandler(Hotp()),
     "webauthn": WebauthnHandler(),
+    "ocra": OcraHandler(),
 }
 
 
