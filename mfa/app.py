@@ -9,6 +9,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,10 +17,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api import factors, login, ops
+from .api import admin, factors, login, ops
 from .config import Settings
 from .context import Context
 from .errors import MfaError
+from .services import maintenance
 
 log = logging.getLogger("mfa")
 
@@ -45,6 +47,8 @@ def routes() -> list[Route]:
         Route("/api/factors/{factor_id}", factors.remove, methods=["DELETE"]),
         Route("/api/factors/{factor_id}/confirm", factors.confirm, methods=["POST"]),
         Route("/api/factors/{factor_id}/resync", factors.resync, methods=["POST"]),
+        Route("/api/recovery-codes", factors.recovery_codes, methods=["POST"]),
+        *admin.routes(),
     ]
 
 
@@ -58,7 +62,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.run(ctx.db.create_schema)
         await ctx.run(ctx.keys.jwks)  # makes the first signing key if there is none
-        yield
+        async with anyio.create_task_group() as background:
+            if settings.prune_interval:
+                background.start_soon(maintenance.run_periodically, ctx)
+            yield
+            background.cancel_scope.cancel()
         ctx.db.dispose()
 
     app = Starlette(

@@ -35,6 +35,8 @@ class Settings:
     webauthn_resident_key: str
     trusted_proxies: tuple[str, ...]
     key_cache_seconds: int
+    audit_retention_days: int
+    prune_interval: int
 
     @property
     def origin(self) -> str:
@@ -85,6 +87,8 @@ class Settings:
                 p.strip() for p in env.get("MFA_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
             key_cache_seconds=_seconds(env, "MFA_KEY_CACHE_SECONDS", 30),
+            audit_retention_days=_count(env, "MFA_AUDIT_RETENTION_DAYS", 365),
+            prune_interval=_count(env, "MFA_PRUNE_INTERVAL", 3600),
         )
 
 
@@ -133,3 +137,17 @@ def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     if seconds <= 0:
         raise ConfigError(f"{name} must be positive")
     return seconds
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 or more (0 turns the feature off)."""
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if number < 0:
+        raise ConfigError(f"{name} must be 0 or more")
+    return number

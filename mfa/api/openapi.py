@@ -7,6 +7,7 @@ contract is ``docs/api.md``.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -80,6 +81,14 @@ _OPERATIONS: list[tuple[str, str, str, Any, int, bool]] = [
         200,
         True,
     ),
+    (
+        "post",
+        "/api/recovery-codes",
+        "A new set of recovery codes, replacing any earlier set (step-up)",
+        None,
+        201,
+        True,
+    ),
 ]
 
 # Other modules (admin, recovery codes, pages) add their operations here.
@@ -109,9 +118,11 @@ def document() -> dict[str, Any]:
                 },
             },
         }
-        if "{factor_id}" in path:
+        names = re.findall(r"\{(\w+)\}", path)
+        if names:
             op["parameters"] = [
-                {"name": "factor_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
             ]
         if model is not None:
             schema = _schema(model)

@@ -19,6 +19,7 @@ from ..factors.totp import Totp
 from ..models import Factor, LoginTransaction, User
 from ..secretbox import SealError
 from . import transactions
+from .recovery import RecoveryHandler
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class CodeHandler:
 HANDLERS: dict[str, Handler] = {
     "totp": CodeHandler(Totp()),
     "hotp": CodeHandler(Hotp()),
+    "recovery": RecoveryHandler(),
 }
 
 

@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..factors.base import Rejected
 from ..models import Factor, User
-from . import audit, throttle, tokens, transactions, users
+from . import audit, recovery, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure
 from .handlers import HANDLERS, Answer
 
@@ -192,6 +192,8 @@ def verify(
                     auth_time=now,
                     now=now,
                 )
+                if factor.type == recovery.TYPE:
+                    result |= recovery.after_login(session, user, factor, now, meta)
     if error:
         raise error
     return result
