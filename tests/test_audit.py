@@ -192,3 +192,18 @@ def test_an_enrolling_mfa_token_is_never_recorded(client, clock, recorder):
         dump = json.dumps([r.detail for r in s.scalars(select(AuditEvent))])
     assert start["mfa_token"] not in dump
     assert r.json()["secret"] not in dump
+
+
+def test_a_long_unknown_username_is_audited_clipped_and_throttled(client):
+    name = "x" * 200
+    for _ in range(10):
+        r = client.post("/api/login", json={"username": name, "password": "whatever12345"})
+        assert r.status_code == 401, r.text
+    r = client.post("/api/login", json={"username": name, "password": "whatever12345"})
+    assert r.status_code == 429
+    # A name that differs only past the 64th character is another name.
+    other = client.post("/api/login", json={"username": name + "y", "password": "whatever12345"})
+    assert other.status_code == 401
+    with client.app.state.ctx.db.read() as s:
+        names = set(s.scalars(select(AuditEvent.username)))
+    assert names == {"x" * 64}

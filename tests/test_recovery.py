@@ -235,3 +235,18 @@ def test_a_wrong_code_is_a_failure_like_any_other(client, clock):
     assert '"factor_type":"recovery"' in failed.detail
     assert '"reason":"malformed_code"' in failed.detail
     assert remaining == 10
+
+
+def test_a_set_is_made_only_by_its_own_endpoint_and_needs_no_challenge(client, clock):
+    account, _, recovery = with_codes(client, clock)
+    r = client.post("/api/factors", json={"type": "recovery"}, headers=account.access)
+    assert r.status_code == 400
+    r = client.post(
+        f"/api/factors/{recovery['id']}/confirm", json={"code": "0000"}, headers=account.access
+    )
+    assert r.status_code == 400
+    mfa_token = login(client, account)["mfa_token"]
+    r = client.post(
+        "/api/login/challenge", json={"mfa_token": mfa_token, "factor_id": recovery["id"]}
+    )
+    assert r.json() == {"type": "recovery"}

@@ -98,16 +98,9 @@ def reset_factors(ctx: Context, username: str, actor: str, meta: RequestMeta) ->
     and may want the password changed too."""
     now = ctx.now()
     with ctx.db.write() as session:
-        user = users.lock(session, _named(session, username).id)
-        removed = list(session.scalars(select(Factor).where(col(Factor.user_id) == user.id)))
-        gone = [view(session, f) for f in removed]
-        # Recovery codes go with their factor (ON DELETE CASCADE).
-        session.execute(
-            delete(Factor)
-            .where(col(Factor.user_id) == user.id)
-            .execution_options(synchronize_session=False)
-        )
-        revoked = tokens.revoke_other_families(session, user.id, None, now)
+        user = users.for_update(session, _named(session, username).id)
+        # Rows are locked in the order a login's verify locks them (its login transaction, the
+        # throttle, then the factor), so a reset during a login waits instead of deadlocking.
         ended = session.execute(
             update(LoginTransaction)
             .where(
@@ -119,6 +112,15 @@ def reset_factors(ctx: Context, username: str, actor: str, meta: RequestMeta) ->
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         unlocked = throttle.clear(session, throttle.MFA, user.id)
+        removed = list(session.scalars(select(Factor).where(col(Factor.user_id) == user.id)))
+        gone = [view(session, f) for f in removed]
+        # Recovery codes go with their factor (ON DELETE CASCADE).
+        session.execute(
+            delete(Factor)
+            .where(col(Factor.user_id) == user.id)
+            .execution_options(synchronize_session=False)
+        )
+        revoked = tokens.revoke_other_families(session, user.id, None, now)
         audit.record(
             session,
             "factors_reset",

@@ -18,6 +18,8 @@ from ..models import AuditEvent, User
 if TYPE_CHECKING:
     from ..context import RequestMeta
 
+USERNAME_MAX = 64
+
 EVENTS = frozenset(
     {
         "signup",
@@ -65,7 +67,8 @@ def record(
             time=now,
             event=event,
             user_id=user_id,
-            username=username,
+            # A username typed at login may be longer than any real one (and the column).
+            username=username[:USERNAME_MAX] if username is not None else None,
             ip=meta.ip,
             user_agent=meta.user_agent,
             detail=json.dumps(detail, separators=(",", ":"), sort_keys=True),

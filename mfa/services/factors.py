@@ -322,7 +322,7 @@ def regenerate_recovery_codes(
     now = ctx.now()
     require_recent(ctx, principal)
     with ctx.db.write() as session:
-        user = users.lock(session, principal.user_id)
+        user = users.for_update(session, principal.user_id)
         if all(f.type == recovery.TYPE for f in active(session, user.id)):
             raise InvalidRequest(
                 "Confirm a factor of another type first; recovery codes stand in for it."

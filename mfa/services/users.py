@@ -100,7 +100,7 @@ def get(session: Session, user_id: str) -> User:
     return user
 
 
-def lock(session: Session, user_id: str) -> User:
+def for_update(session: Session, user_id: str) -> User:
     """The user's row, locked until the transaction ends (``SELECT ... FOR UPDATE``; SQLite's
     ``BEGIN IMMEDIATE`` already serializes writers): for changes that must not interleave,
     like replacing a recovery set or resetting every factor."""
