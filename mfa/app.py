@@ -9,6 +9,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,11 +18,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import schema
-from .api import admin_tokens, factors, login, ops, pages, session
+from .api import admin, admin_tokens, factors, login, ops, pages, session
 from .config import Settings
 from .context import Context
 from .errors import MfaError
 from .observability import Observe, metrics_endpoint, stamp_request_ids
+from .services import maintenance
 
 log = logging.getLogger("mfa")
 
@@ -56,6 +58,8 @@ def routes() -> list[Route]:
         Route("/api/admin/tokens/import", admin_tokens.import_file, methods=["POST"]),
         Route("/api/admin/tokens/{serial}/assign", admin_tokens.assign, methods=["POST"]),
         Route("/api/admin/tokens/{serial}/unassign", admin_tokens.unassign, methods=["POST"]),
+        Route("/api/recovery-codes", factors.recovery_codes, methods=["POST"]),
+        *admin.routes(),
     ]
 
 
@@ -70,7 +74,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.run(schema.ensure, ctx.db, upgrade_if_behind=False)
         await ctx.run(ctx.keys.jwks)  # makes the first signing key if there is none
-        yield
+        async with anyio.create_task_group() as background:
+            if settings.prune_interval:
+                background.start_soon(maintenance.run_periodically, ctx)
+            yield
+            background.cancel_scope.cancel()
         ctx.db.dispose()
 
     table = routes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import shutil
 import sys
@@ -20,7 +21,8 @@ from .context import CLI, Context
 from .db import Database
 from .errors import MfaError
 from .observability import log_config
-from .services import hardware, keys, users
+from .services import admin, audit, hardware, keys, maintenance, users
+from .times import parse_time
 
 Command = Callable[[argparse.Namespace, Context], int]
 
@@ -81,6 +83,36 @@ def _parser() -> argparse.ArgumentParser:
     unlock = user.add_parser("unlock", help="clear a user's lock, failure count and back-off")
     unlock.add_argument("username")
     unlock.set_defaults(handler=_user_unlock)
+    user.add_parser("list", help="users with their lock state and factors").set_defaults(
+        handler=_user_list
+    )
+    reset = user.add_parser(
+        "reset-factors",
+        help="remove every factor of a user who lost their device (next login enrolls anew)",
+    )
+    reset.add_argument("username")
+    reset.set_defaults(handler=_user_reset_factors)
+
+    log = commands.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True
+    )
+    export = log.add_parser("export", help="print audit events as JSON lines, oldest first")
+    export.add_argument("--since", type=_time, help="Unix seconds or RFC 3339 (inclusive)")
+    export.add_argument("--until", type=_time, help="Unix seconds or RFC 3339 (exclusive)")
+    export.add_argument("--username")
+    export.add_argument("--event")
+    export.set_defaults(handler=_audit_export)
+    prune = log.add_parser(
+        "prune", help="delete events older than MFA_AUDIT_RETENTION_DAYS (or --days)"
+    )
+    prune.add_argument("--days", type=_days, help="keep this many days instead")
+    prune.set_defaults(handler=_audit_prune)
+
+    db = commands.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
+    db.add_parser(
+        "prune",
+        help="delete old audit events, dead login transactions and dead refresh-token families",
+    ).set_defaults(handler=_db_prune)
 
     token = commands.add_parser("token", help="hardware tokens").add_subparsers(
         dest="action", required=True
@@ -181,8 +213,31 @@ def _user_add(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _time(value: str) -> int:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not Unix seconds or an RFC 3339 date-time"
+        ) from None
+
+
+def _days(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("--days must be a whole number of days, at least 1")
+    return int(value)
+
+
+def _actor() -> str:
+    """Who ran the command, for ``detail.actor`` in the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name in this environment
+        return "cli"
+
+
 def _user_unlock(args: argparse.Namespace, ctx: Context) -> int:
-    cleared = users.unlock(ctx, args.username, CLI)
+    cleared = users.unlock(ctx, args.username, CLI, actor=_actor())
     print(f"unlocked {args.username}" if cleared else f"{args.username} was not locked")
     return 0
 
@@ -230,6 +285,63 @@ def _token_assign(args: argparse.Namespace, ctx: Context) -> int:
 def _token_unassign(args: argparse.Namespace, ctx: Context) -> int:
     result = hardware.unassign(ctx, args.serial, CLI)
     print(f"{result['serial']} unassigned, back in stock")
+    return 0
+
+
+def _user_list(args: argparse.Namespace, ctx: Context) -> int:
+    offset = 0
+    print(f"{'USERNAME':<24} {'ADMIN':<5} {'STATE':<20} FACTORS")
+    while page := admin.list_users(ctx, limit=500, offset=offset):
+        for u in page:
+            if u["locked"]:
+                state = "locked"
+            elif u["failures"] or u["password_failures"]:
+                state = f"failures {u['failures']}/{u['password_failures']} (2nd/pwd)"
+            else:
+                state = "ok"
+            factors = ", ".join(
+                f["type"] + ("" if f["status"] == "active" else f" ({f['status']})")
+                for f in u["factors"]
+            )
+            admin_flag = "yes" if u["admin"] else ""
+            print(f"{u['username']:<24} {admin_flag:<5} {state:<20} {factors or '-'}")
+        offset += len(page)
+    return 0
+
+
+def _user_reset_factors(args: argparse.Namespace, ctx: Context) -> int:
+    done = admin.reset_factors(ctx, args.username, _actor(), CLI)
+    print(
+        f"reset {done['username']}: {done['factors_removed']} factor(s) removed, "
+        f"{done['refresh_tokens_revoked']} refresh token(s) revoked; "
+        "the next login enrolls a new factor"
+    )
+    return 0
+
+
+def _audit_export(args: argparse.Namespace, ctx: Context) -> int:
+    where = audit.Filter(
+        username=args.username, event=args.event, since=args.since, until=args.until
+    )
+    with ctx.db.read() as session:
+        for row in audit.oldest_first(session, where):
+            sys.stdout.write(json.dumps(row, separators=(",", ":")) + "\n")
+    return 0
+
+
+def _audit_prune(args: argparse.Namespace, ctx: Context) -> int:
+    days = args.days if args.days is not None else ctx.settings.audit_retention_days
+    if days == 0:
+        print("MFA_AUDIT_RETENTION_DAYS is 0: audit events are kept for ever; nothing pruned")
+        return 0
+    deleted = maintenance.prune_audit(ctx, days)
+    print(f"deleted {deleted} audit event(s) older than {days} day(s)")
+    return 0
+
+
+def _db_prune(args: argparse.Namespace, ctx: Context) -> int:
+    pruned = maintenance.prune_all(ctx)
+    print(" ".join(f"{name}={count}" for name, count in pruned.as_dict().items()))
     return 0
 
 

@@ -35,6 +35,8 @@ class Settings:
     webauthn_resident_key: str
     trusted_proxies: tuple[str, ...]
     key_cache_seconds: int
+    audit_retention_days: int
+    prune_interval: int
     db_pool_size: int = 10
     db_max_overflow: int = 10
     log_level: str = "INFO"
@@ -93,6 +95,8 @@ class Settings:
             db_max_overflow=_count(env, "MFA_DB_MAX_OVERFLOW", 10),
             log_level=_level(env.get("MFA_LOG_LEVEL", "INFO")),
             access_log=_bool(env, "MFA_ACCESS_LOG", default=True),
+            audit_retention_days=_count(env, "MFA_AUDIT_RETENTION_DAYS", 365),
+            prune_interval=_count(env, "MFA_PRUNE_INTERVAL", 3600),
         )
 
 
@@ -137,15 +141,6 @@ def _level(value: str) -> str:
     return level
 
 
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if value is None or value == "":
-        return default
-    if not value.isdigit():
-        raise ConfigError(f"{name} must be a whole number")
-    return int(value)
-
-
 def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name)
     if value is None or value == "":
@@ -157,3 +152,17 @@ def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     if seconds <= 0:
         raise ConfigError(f"{name} must be positive")
     return seconds
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 or more (0 turns the feature off)."""
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if number < 0:
+        raise ConfigError(f"{name} must be 0 or more")
+    return number

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, SQLModel
 
@@ -64,6 +73,21 @@ class Factor(SQLModel, table=True):
     serial: str | None = Field(default=None, max_length=64)
     # The open enrollment challenge of a pending factor (an OCRA question, WebAuthn state).
     challenge: str | None = Field(default=None, sa_type=Text)
+
+
+class RecoveryCode(SQLModel, table=True):
+    """One code of a recovery set (a factor of type ``recovery``), stored only as a keyed hash
+    (``SecretBox.digest``) bound to its factor. A code is spent by
+    ``UPDATE ... SET used_at = :now WHERE used_at IS NULL``, so never twice."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (UniqueConstraint("factor_id", "code_hash", name="uq_recovery_codes_hash"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    factor_id: str = Field(foreign_key="factors.id", ondelete="CASCADE", max_length=36)
+    code_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    created_at: int = Field(sa_type=BigInteger)
+    used_at: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class LoginTransaction(SQLModel, table=True):

@@ -9,7 +9,16 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from .helpers import Account, Clock, bearer, hotp_code, login, ocra_response, totp_code
+from .helpers import (
+    Account,
+    Clock,
+    bearer,
+    enroll_first_totp,
+    hotp_code,
+    login,
+    ocra_response,
+    totp_code,
+)
 from .softauthn import SoftAuthenticator, b64url_decode, b64url_encode, new_private_key
 
 ORIGIN = "http://localhost:8000"  # the tests' app serves here; MFA_ORIGIN's default
@@ -217,9 +226,51 @@ class OcraDriver(Driver):
         return {"mfa_token": mfa_token, "factor_id": factor["id"], "code": code}
 
 
+class RecoveryDriver(Driver):
+    """A sheet of recovery codes. A set is made only for a user who has another factor (a TOTP
+    app here) and is never pending; its nearest kin, a set since replaced by a new one, is what
+    ``enroll_pending`` gives, and it must verify nothing either."""
+
+    type = "recovery"
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def enroll_first(self, client: Any, account: Account, clock: Clock) -> dict[str, Any]:
+        enroll_first_totp(client, account, clock)
+        return self.generate(client, account)
+
+    def generate(self, client: Any, account: Account) -> dict[str, Any]:
+        r = client.post("/api/recovery-codes", headers=account.access)
+        assert r.status_code == 201, r.text
+        factor: dict[str, Any] = r.json()
+        account.factors[factor["id"]] = factor
+        return factor
+
+    def enroll_pending(self, client: Any, account: Account) -> dict[str, Any]:
+        (old,) = [f for f in account.factors.values() if f["type"] == "recovery"]
+        self.generate(client, account)
+        del account.factors[old["id"]]
+        return old
+
+    def right(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], clock: Clock
+    ) -> dict[str, Any]:
+        code = next(c for c in factor["codes"] if c not in self.used)
+        self.used.add(code)
+        return {"mfa_token": mfa_token, "factor_id": factor["id"], "code": code}
+
+    def wrong(
+        self, client: Any, mfa_token: str, factor: dict[str, Any], clock: Clock
+    ) -> dict[str, Any]:
+        code = next(c for c in ("0000-0000-0000", "ZZZZ-ZZZZ-ZZZZ") if c not in factor["codes"])
+        return {"mfa_token": mfa_token, "factor_id": factor["id"], "code": code}
+
+
 DRIVERS: dict[str, type[Driver]] = {
     "totp": TotpDriver,
     "hotp": HotpDriver,
     "ocra": OcraDriver,
+    "recovery": RecoveryDriver,
     "webauthn": WebauthnDriver,
 }

@@ -31,6 +31,7 @@ def enroll_totp(base: str, username: str) -> dict:
             headers=bearer(start["mfa_token"]),
         )
         assert r.status_code == 200, r.text
+        f["tokens"] = r.json()
         return f
 
 
@@ -74,3 +75,21 @@ def test_one_code_sent_sixteen_times_at_once_verifies_once(env, workers):
         statuses = verify_all_at_once([base], bodies)
     assert statuses.count(200) == 1, statuses
     assert set(statuses) <= {200, 401, 429}, statuses
+
+
+def test_one_recovery_code_sent_sixteen_times_at_once_verifies_once(env):
+    with serve(env, workers=2) as base:
+        totp = enroll_totp(base, "alice")
+        with httpx.Client(base_url=base, timeout=30) as c:
+            r = c.post("/api/recovery-codes", headers=bearer(totp["tokens"]["access_token"]))
+            assert r.status_code == 201, r.text
+            recovery = r.json()
+        code = recovery["codes"][0]
+        tokens = logins(base, "alice", ATTEMPTS)
+        bodies = [{"mfa_token": t, "factor_id": recovery["id"], "code": code} for t in tokens]
+        statuses = verify_all_at_once([base], bodies)
+        with httpx.Client(base_url=base, timeout=30) as c:
+            listed = c.get("/api/factors", headers=bearer(totp["tokens"]["access_token"])).json()
+    assert statuses.count(200) == 1, statuses
+    assert set(statuses) <= {200, 401, 429}, statuses
+    assert [f["remaining"] for f in listed if f["type"] == "recovery"] == [9]

@@ -50,13 +50,13 @@ def shaped(value: Any, model: type[M]) -> M:
         raise InvalidRequest(describe(e)) from None
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: ValidationError, what: str = "request body") -> str:
     """A readable summary of what is wrong, without echoing the input (it may be a secret)."""
     parts = []
     for item in error.errors(include_input=False, include_url=False)[:3]:
         where = ".".join(str(p) for p in item["loc"]) or "body"
         parts.append(f"{where}: {item['msg']}")
-    return "Invalid request body. " + "; ".join(parts) + "."
+    return f"Invalid {what}. " + "; ".join(parts) + "."
 
 
 def meta(request: Request) -> RequestMeta:

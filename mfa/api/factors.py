@@ -104,3 +104,9 @@ async def resync(request: Request) -> Response:
             factors.resync, ctx, who, _factor_id(request), data.code1, data.code2, meta(request)
         )
     )
+
+
+async def recovery_codes(request: Request) -> Response:
+    ctx = context(request)
+    who = await principal(request)
+    return json(await ctx.run(factors.regenerate_recovery_codes, ctx, who, meta(request)), 201)

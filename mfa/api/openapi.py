@@ -81,6 +81,14 @@ _OPERATIONS: list[tuple[str, str, str, Any, int, bool]] = [
         200,
         True,
     ),
+    (
+        "post",
+        "/api/recovery-codes",
+        "A new set of recovery codes, replacing any earlier set (step-up)",
+        None,
+        201,
+        True,
+    ),
 ]
 
 # Other modules (admin, recovery codes, pages) add their operations here.

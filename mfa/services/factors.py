@@ -10,16 +10,18 @@ from sqlmodel import Session, col
 
 from ..errors import (
     InvalidRequest,
+    Locked,
     MfaError,
     NotFound,
     StepUpRequired,
+    TooManyAttempts,
     Unauthorized,
     VerificationFailed,
 )
 from ..factors.base import Rejected
 from ..factors.hotp import Hotp
 from ..models import Factor, LoginTransaction, User, new_id
-from . import audit, inventory, throttle, tokens, transactions, users
+from . import audit, inventory, recovery, throttle, tokens, transactions, users
 from .handlers import HANDLERS, Answer, accept_counter, open_secret, secret_context
 
 if TYPE_CHECKING:
@@ -324,6 +326,36 @@ def remove(ctx: Context, principal: Principal, factor_id: str, meta: RequestMeta
             tokens.revoke_other_families(session, user.id, principal.family_id, now)
 
 
+def regenerate_recovery_codes(
+    ctx: Context, principal: Principal, meta: RequestMeta
+) -> dict[str, Any]:
+    """A new set of recovery codes, replacing the user's earlier set; shown this once.
+
+    A step-up, like removing a factor; and only for a user who has another active factor
+    (see ``services.recovery``). Other logins are signed out, as when a factor is added."""
+    now = ctx.now()
+    require_recent(ctx, principal)
+    with ctx.db.write() as session:
+        user = users.for_update(session, principal.user_id)
+        if all(f.type == recovery.TYPE for f in active(session, user.id)):
+            raise InvalidRequest(
+                "Confirm a factor of another type first; recovery codes stand in for it."
+            )
+        factor, fresh = recovery.replace_set(session, ctx, user, now)
+        audit.record(
+            session,
+            "recovery_codes_generated",
+            now=now,
+            meta=meta,
+            user_id=user.id,
+            username=user.username,
+            factor_id=factor.id,
+            count=len(fresh),
+        )
+        tokens.revoke_other_families(session, user.id, principal.family_id, now)
+        return {**view(session, factor), "codes": fresh}
+
+
 def resync(
     ctx: Context, principal: Principal, factor_id: str, code1: str, code2: str, meta: RequestMeta
 ) -> dict[str, Any]:
@@ -337,11 +369,24 @@ def resync(
         factor = owned(session, user.id, factor_id)
         if factor.type != "hotp" or factor.status != "active":
             raise InvalidRequest("Only an active HOTP factor can be resynchronized.")
-        throttle.claim(session, throttle.MFA, user.id, now)
         try:
+            throttle.claim(session, throttle.MFA, user.id, now)
             accepted = Hotp().resync(factor, open_secret(ctx, factor), code1, code2)
             assert accepted.counter is not None
             accept_counter(session, factor, accepted.counter, now, status="active")
+        except (TooManyAttempts, Locked) as e:
+            retry = {"retry_after": e.retry_after} if isinstance(e, TooManyAttempts) else {}
+            audit.record(
+                session,
+                "throttled",
+                now=now,
+                meta=meta,
+                user_id=user.id,
+                username=user.username,
+                stage="resync",
+                **retry,
+            )
+            error = e
         except Rejected as r:
             record_failure(session, user, factor, r.reason, now, meta, stage="resync")
             error = VerificationFailed("The two codes are not consecutive codes of this token.")

@@ -23,6 +23,7 @@ from ..factors.totp import Totp
 from ..models import Factor, HardwareToken, LoginTransaction, User
 from ..secretbox import SealError
 from . import transactions
+from .recovery import RecoveryHandler
 from .webauthn import WebauthnHandler
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,7 @@ HANDLERS: dict[str, Handler] = {
     "hotp": CodeHandler(Hotp()),
     "webauthn": WebauthnHandler(),
     "ocra": OcraHandler(),
+    "recovery": RecoveryHandler(),
 }
 
 

@@ -28,7 +28,7 @@ from ..errors import (
 )
 from ..factors.base import Disabled, Rejected
 from ..models import Factor, User
-from . import audit, throttle, tokens, transactions, users
+from . import audit, recovery, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure
 from .handlers import HANDLERS, Answer
 
@@ -249,6 +249,8 @@ def verify(
                     now=now,
                     family_id=family,
                 )
+                if factor.type == recovery.TYPE:
+                    result |= recovery.after_login(session, user, factor, now, meta)
     if error:
         raise error
     return result

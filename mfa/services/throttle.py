@@ -11,6 +11,7 @@ admin unlocks. Passwords (per username, known or not): 10 failures, then the sam
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,14 @@ MFA = Policy("mfa", free_failures=5, locks=True)
 PASSWORD = Policy("pwd", free_failures=10, locks=False)
 
 
+# Subjects longer than this (an unknown username may be up to 256 characters) are keyed by
+# their SHA-256, so the key fits its column and distinct subjects stay distinct.
+_SUBJECT_MAX = 64
+
+
 def key(policy: Policy, subject: str) -> str:
+    if len(subject) > _SUBJECT_MAX:
+        subject = "#" + hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{policy.prefix}:{subject}"
 
 

@@ -100,6 +100,21 @@ def get(session: Session, user_id: str) -> User:
     return user
 
 
+def for_update(session: Session, user_id: str) -> User:
+    """The user's row, locked until the transaction ends (``SELECT ... FOR UPDATE``; SQLite's
+    ``BEGIN IMMEDIATE`` already serializes writers): for changes that must not interleave,
+    like replacing a recovery set or resetting every factor."""
+    user = session.scalars(
+        select(User)
+        .where(col(User.id) == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if user is None:
+        raise NotFound("No such user.")
+    return user
+
+
 def unlock(ctx: Context, username: str, meta: RequestMeta, *, actor: str | None = None) -> bool:
     """Clear a user's second-factor lock, failure count and back-off, and their password
     back-off. Returns whether anything was set."""

@@ -1,0 +1,209 @@
+"""Recovery codes in the database: a set is one factor of type ``recovery`` and its codes.
+
+Codes are stored as ``SecretBox.digest`` values: an HMAC under a key derived from the
+encryption key, so a copy of the database alone cannot be searched offline, and bound to the
+factor's id, so a hash copied to another user's set matches nothing there. A code is looked up
+by that hash in the database; the hash of a guess reveals nothing an attacker could steer, so
+the lookup's timing leaks nothing useful (as for ``mfa.opaque``).
+
+Decisions the contract leaves open:
+
+- A set is generated only by a user who has an active factor of another type: recovery codes
+  stand in for a lost device, they are not the first factor.
+- While a set has codes left it is an active factor like any other: it is listed at login, it
+  answers ``/api/login/verify``, and a user whose other factors are gone is *not*
+  ``enroll_required`` (otherwise the password alone could enroll a new factor and bypass the
+  codes). Such a user logs in with a code and enrolls a new factor with the access token.
+- When the last code is spent the set becomes ``disabled`` (``factor_disabled``, reason
+  ``exhausted``); a user left with no other factor is then ``enroll_required`` as after
+  removing every factor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlmodel import Session, col
+
+from ..errors import InvalidRequest
+from ..factors import recovery as codes
+from ..factors.base import Enrollment, Rejected
+from ..models import Factor, LoginTransaction, RecoveryCode, User, new_id
+from . import audit
+
+if TYPE_CHECKING:
+    from ..context import Context, RequestMeta
+
+TYPE = "recovery"
+LABEL = "Recovery codes"
+# From this many codes left (and fewer), a login with a code says that a new set is due.
+LOW = 3
+
+
+def code_hash(ctx: Context, factor_id: str, code: str) -> bytes:
+    """The stored form of a code (already normalized)."""
+    return ctx.box.digest(f"{factor_id}:{code}".encode(), purpose="recovery")
+
+
+def remaining(session: Session, factor_id: str) -> int:
+    count: int = session.execute(
+        select(func.count())
+        .select_from(RecoveryCode)
+        .where(col(RecoveryCode.factor_id) == factor_id, col(RecoveryCode.used_at).is_(None))
+    ).scalar_one()
+    return count
+
+
+def replace_set(session: Session, ctx: Context, user: User, now: int) -> tuple[Factor, list[str]]:
+    """Delete the user's recovery set (its codes go with it) and create a new one; return the
+    new factor and its codes, to be shown this once.
+
+    The caller holds the user's row lock, so two regenerations at once cannot leave two sets.
+    """
+    session.execute(
+        delete(Factor)
+        .where(col(Factor.user_id) == user.id, col(Factor.type) == TYPE)
+        .execution_options(synchronize_session=False)
+    )
+    factor = Factor(
+        id=new_id(),
+        user_id=user.id,
+        type=TYPE,
+        label=LABEL,
+        status="active",
+        created_at=now,
+        confirmed_at=now,
+    )
+    session.add(factor)
+    session.flush()
+    fresh = codes.new_codes()
+    session.execute(
+        insert(RecoveryCode),
+        [
+            {
+                "id": new_id(),
+                "factor_id": factor.id,
+                "code_hash": code_hash(ctx, factor.id, codes.normalize(c)),
+                "created_at": now,
+            }
+            for c in fresh
+        ],
+    )
+    return factor, fresh
+
+
+def after_login(
+    session: Session, user: User, factor: Factor, now: int, meta: RequestMeta
+) -> dict[str, Any]:
+    """Audit the code just spent; disable an exhausted set; say what the client should know.
+
+    Runs after ``RecoveryHandler.check`` has written the factor's row, which holds that row's
+    lock: a concurrent login with another code of this set counts only after this one commits.
+    """
+    left = remaining(session, factor.id)
+    audit.record(
+        session,
+        "recovery_code_used",
+        now=now,
+        meta=meta,
+        user_id=user.id,
+        username=user.username,
+        factor_id=factor.id,
+        remaining=left,
+    )
+    if left == 0:
+        factor.status = "disabled"
+        audit.record(
+            session,
+            "factor_disabled",
+            now=now,
+            meta=meta,
+            user_id=user.id,
+            username=user.username,
+            factor_id=factor.id,
+            factor_type=TYPE,
+            reason="exhausted",
+        )
+    warnings = []
+    if left <= LOW:
+        warnings.append("recovery_codes_low")
+    others = session.execute(
+        select(col(Factor.id))
+        .where(
+            col(Factor.user_id) == user.id,
+            col(Factor.status) == "active",
+            col(Factor.type) != TYPE,
+        )
+        .limit(1)
+    ).first()
+    if others is None:
+        warnings.append("no_other_factor")
+    out: dict[str, Any] = {"recovery_codes_remaining": left}
+    if warnings:
+        out["warnings"] = warnings
+    return out
+
+
+class RecoveryHandler:
+    """The ``Handler`` of recovery sets. A set is made whole by ``replace_set``; it is never
+    enrolled through ``POST /api/factors`` and never pending."""
+
+    type = TYPE
+
+    def enroll(
+        self, session: Session, ctx: Context, request: Any, user: User, factor_id: str, now: int
+    ) -> Enrollment:
+        raise InvalidRequest("Recovery codes are made by POST /api/recovery-codes.")
+
+    def confirm(
+        self, session: Session, ctx: Context, factor: Factor, answer: str | dict[str, Any], now: int
+    ) -> None:
+        raise Rejected("never_pending")
+
+    def challenge(
+        self, session: Session, ctx: Context, factor: Factor, tx: LoginTransaction, now: int
+    ) -> dict[str, Any]:
+        return {}
+
+    def check(
+        self,
+        session: Session,
+        ctx: Context,
+        factor: Factor,
+        answer: str | dict[str, Any],
+        now: int,
+        tx: LoginTransaction | None,
+    ) -> list[str]:
+        if not isinstance(answer, str):
+            raise Rejected("not_a_code")
+        digest = code_hash(ctx, factor.id, codes.normalize(answer))
+        # The single-use guarantee: only one transaction, in any process, sets used_at.
+        spent = session.execute(
+            update(RecoveryCode)
+            .where(
+                col(RecoveryCode.factor_id) == factor.id,
+                col(RecoveryCode.code_hash) == digest,
+                col(RecoveryCode.used_at).is_(None),
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            used = session.execute(
+                select(col(RecoveryCode.id)).where(
+                    col(RecoveryCode.factor_id) == factor.id, col(RecoveryCode.code_hash) == digest
+                )
+            ).first()
+            raise Rejected("replayed" if used else "wrong_code")
+        session.execute(
+            update(Factor)
+            .where(col(Factor.id) == factor.id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        factor.last_used_at = now
+        return ["otp"]  # RFC 8176 section 2: "otp" covers one-time passwords of any kind
+
+    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
+        out["remaining"] = remaining(session, factor.id)
