@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from mfa.passwords import HASHER
 
+from . import machine
+
 _PASSWORD = "correct horse battery staple"  # noqa: S105  (hashed here, for timing)
 
 
@@ -18,6 +20,7 @@ class ArgonRate:
     processes: int
     seconds: float
     parameters: str
+    others: float | None = None  # the share of the cores other processes used meanwhile
 
 
 def _verify_loop(stored: str, start_at: float, seconds: float) -> tuple[int, float]:
@@ -37,7 +40,11 @@ def measure(processes: int, seconds: float) -> ArgonRate:
     stored = HASHER.hash(_PASSWORD)
     start_at = time.time() + 1.5  # time for the spawned interpreters to import argon2
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        results = pool.starmap(_verify_loop, [(stored, start_at, seconds)] * processes)
+        pending = pool.starmap_async(_verify_loop, [(stored, start_at, seconds)] * processes)
+        time.sleep(max(0.0, start_at - time.time()))
+        before = machine.sample()
+        results = pending.get()
+        others = machine.others_share(before, machine.sample())
     return ArgonRate(
         per_second=sum(done / elapsed for done, elapsed in results),
         processes=processes,
@@ -45,4 +52,17 @@ def measure(processes: int, seconds: float) -> ArgonRate:
         parameters=(
             f"argon2id m={HASHER.memory_cost} KiB, t={HASHER.time_cost}, p={HASHER.parallelism}"
         ),
+        others=others,
+    )
+
+
+def mean(rates: list[ArgonRate]) -> ArgonRate:
+    """Several measurements as one: the machine's load may drift between them."""
+    first = rates[0]
+    return ArgonRate(
+        per_second=sum(r.per_second for r in rates) / len(rates),
+        processes=first.processes,
+        seconds=first.seconds,
+        parameters=first.parameters,
+        others=max((r.others for r in rates if r.others is not None), default=None),
     )

@@ -12,12 +12,12 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from string import Template
 
-from . import settings
+from . import machine, settings
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -59,6 +59,8 @@ class Result:
     p95_ms: float
     p99_ms: float
     statuses: dict[str, int]
+    # The share of all cores that other processes used during the run (see bench.machine).
+    others: float | None = None
 
     @property
     def rate(self) -> float:
@@ -136,7 +138,9 @@ def finish(load: Load, proc: subprocess.Popen[str]) -> Result:
 
 
 def run(load: Load, base_url: str, workdir: Path) -> Result:
-    return finish(load, start(load, base_url, workdir))
+    before = machine.sample()
+    result = finish(load, start(load, base_url, workdir))
+    return replace(result, others=machine.others_share(before, machine.sample()))
 
 
 def parse(output: str, name: str = "wrk") -> Result:
@@ -151,9 +155,9 @@ def parse(output: str, name: str = "wrk") -> Result:
                 timeouts=int(data["timeout"]),
                 exhausted=bool(data["exhausted"]),
                 duration_s=float(data["duration_us"]) / 1e6,
-                p50_ms=float(data["p50_us"]) / 1000,
-                p95_ms=float(data["p95_us"]) / 1000,
-                p99_ms=float(data["p99_us"]) / 1000,
+                p50_ms=float(data["p50_ms"]),
+                p95_ms=float(data["p95_ms"]),
+                p99_ms=float(data["p99_ms"]),
                 statuses={str(k): int(v) for k, v in data["statuses"].items()},
             )
     raise RuntimeError(f"{name}: no result line in wrk's output:\n{output[-1000:]}")
@@ -197,6 +201,12 @@ function init(args)
         items[#items + 1] = line
       end
       i = i + 1
+    end
+    if #items == 0 and FEED == "cycle" then
+      -- Fewer lines than threads: share them rather than send empty bodies.
+      for line in io.lines(LINES) do
+        items[#items + 1] = line
+      end
     end
   end
   if FEED == "none" then
@@ -285,12 +295,15 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   io.write(string.format(
-    'BENCH_RESULT {"requests":%d,"ok":%d,"non2xx":%d,"exhausted":%s,"duration_us":%d,' ..
+    'BENCH_RESULT {"requests":%d,"errors":%d,"ok":%d,"non2xx":%d,"exhausted":%s,' ..
+    '"duration_us":%d,' ..
     '"connect":%d,"read":%d,"write":%d,"timeout":%d,' ..
-    '"p50_us":%d,"p95_us":%d,"p99_us":%d,"statuses":{%s}}\n',
-    summary.requests, ok, bad, ran_out > 0 and "true" or "false", summary.duration,
+    '"p50_ms":%.3f,"p95_ms":%.3f,"p99_ms":%.3f,"statuses":{%s}}\n',
+    summary.requests, bad + e.connect + e.read + e.write + e.timeout, ok, bad,
+    ran_out > 0 and "true" or "false", summary.duration,
     e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000,
     table.concat(parts, ",")))
 end
 """
