@@ -29,7 +29,7 @@ from mfa.passwords import HASHER
 from mfa.services import tokens
 from mfa.services.handlers import secret_context
 
-from . import settings
+from . import settings, webauthn
 from .server import mfa_binary
 
 TOTP_DIGITS = 6
@@ -54,6 +54,8 @@ class Dataset:
     access_tokens: list[str]
     usernames: list[str]
     password: str
+    webauthn: list[str]  # verify bodies, one assertion each
+    webauthn_missing: str | None  # why there are none
 
 
 def hotp(key: bytes, counter: int, digits: int = TOTP_DIGITS) -> str:
@@ -88,7 +90,7 @@ def ensure_schema(env: Mapping[str, str], ctx: Context) -> str:
     return "create_all (this build has no migrations)"
 
 
-def prepare(env: Mapping[str, str], verify_users: int) -> tuple[Dataset, str]:
+def prepare(env: Mapping[str, str], verify_users: int, webauthn_users: int) -> tuple[Dataset, str]:
     """Fill the database of ``env``; return what the load needs and how the schema was made."""
     ctx = Context.create(Settings.from_env(env))
     try:
@@ -96,18 +98,27 @@ def prepare(env: Mapping[str, str], verify_users: int) -> tuple[Dataset, str]:
         now = ctx.now()
         password = "bench " + secrets.token_urlsafe(18)
         password_hash = HASHER.hash(password)
-        verify = _totp_users(ctx, "verify", verify_users, password_hash, now, logins=True)
-        me_users = _totp_users(ctx, "me", settings.ME_USERS, password_hash, now, logins=False)
-        pw_users = _totp_users(
-            ctx, "login", settings.PASSWORD_USERS, password_hash, now, logins=False
-        )
+        verify = _users(ctx, "verify", verify_users, password_hash, now, logins=True)
+        me_users = _users(ctx, "me", settings.ME_USERS, password_hash, now, logins=False)
+        pw_users = _users(ctx, "login", settings.PASSWORD_USERS, password_hash, now, logins=False)
         access_tokens = _access_tokens(ctx, [u.user_id for u in me_users], now)
+        webauthn_missing = webauthn.missing()
+        webauthn_bodies: list[str] = []
+        if webauthn_missing is None:
+            key_users = _users(
+                ctx, "key", webauthn_users, password_hash, now, logins=False, totp=False
+            )
+            webauthn_bodies = webauthn.prepare(
+                ctx, [u.user_id for u in key_users], now, TRANSACTION_TTL_S
+            )
         return (
             Dataset(
                 verify=[u.login for u in verify if u.login is not None],
                 access_tokens=access_tokens,
                 usernames=[u.username for u in pw_users],
                 password=password,
+                webauthn=webauthn_bodies,
+                webauthn_missing=webauthn_missing,
             ),
             schema,
         )
@@ -122,8 +133,15 @@ class _Made:
     login: TotpLogin | None
 
 
-def _totp_users(
-    ctx: Context, kind: str, count: int, password_hash: str, now: int, *, logins: bool
+def _users(
+    ctx: Context,
+    kind: str,
+    count: int,
+    password_hash: str,
+    now: int,
+    *,
+    logins: bool,
+    totp: bool = True,
 ) -> list[_Made]:
     made: list[_Made] = []
     for start in range(0, count, settings.INSERT_BATCH):
@@ -144,24 +162,25 @@ def _totp_users(
                     "created_at": now,
                 }
             )
-            factors.append(
-                {
-                    "id": factor_id,
-                    "user_id": user_id,
-                    "type": "totp",
-                    "label": "Authenticator app",
-                    "status": "active",
-                    "created_at": now,
-                    "confirmed_at": now,
-                    "secret": ctx.box.seal(key, context=secret_context(factor_id)),
-                    "algorithm": "SHA1",
-                    "digits": TOTP_DIGITS,
-                    "period": TOTP_PERIOD,
-                    "counter": 0,
-                }
-            )
+            if totp:
+                factors.append(
+                    {
+                        "id": factor_id,
+                        "user_id": user_id,
+                        "type": "totp",
+                        "label": "Authenticator app",
+                        "status": "active",
+                        "created_at": now,
+                        "confirmed_at": now,
+                        "secret": ctx.box.seal(key, context=secret_context(factor_id)),
+                        "algorithm": "SHA1",
+                        "digits": TOTP_DIGITS,
+                        "period": TOTP_PERIOD,
+                        "counter": 0,
+                    }
+                )
             login = None
-            if logins:
+            if logins and totp:
                 token, token_hash = new_token()
                 transactions.append(
                     {
