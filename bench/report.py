@@ -30,6 +30,15 @@ class Row:
     measured: str = ""
     passed: bool | None = None  # None: no target for this row
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The share of the cores other processes took while this row was measured, when it is not
+    # (only) its wrk run's: the password logins also lean on the raw argon2id runs.
+    others: float | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """Whether other load on the machine makes the verdict doubtful."""
+        shares = [self.others, self.result.others if self.result else None]
+        return any(s is not None and s > BUSY_WARNING for s in shares)
 
 
 HEADER = (
@@ -54,6 +63,8 @@ def _ms(value: float | None) -> str:
 def cells(row: Row) -> tuple[str, ...]:
     r = row.result
     verdict = {None: "—", True: "PASS", False: "FAIL"}[row.passed]
+    if row.passed is not None and row.noisy:
+        verdict += "*"
     return (
         row.scenario,
         row.database,
@@ -81,8 +92,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join([line(HEADER), rule, *(line(v) for v in body[1:])])
 
 
+NOISY = (
+    f"*: other processes took more than {BUSY_WARNING:.0%} of the cores while this was "
+    "measured, so the verdict is doubtful; run scripts/bench again on a quiet machine."
+)
+
+
 def notes(rows: list[Row]) -> list[str]:
-    out: list[str] = []
+    out: list[str] = [NOISY] if any(r.noisy and r.passed is not None for r in rows) else []
     for row in rows:
         out.extend(f"{row.scenario} ({row.database}): {note}" for note in row.notes)
         r = row.result
@@ -176,6 +193,15 @@ def markdown(rows: list[Row], env: Environment, schema: str, extra_notes: list[s
             "- Verification at half peak: the same request on fresh users, paced at half the "
             "peak rate just measured: each wrk thread hands out evenly spaced send slots to "
             "its free connections through wrk's `delay()`.",
+            "- Security-key logins (when the build has them): "
+            f"{settings.WEBAUTHN_USERS['sqlite']:,} (SQLite) or "
+            f"{settings.WEBAUTHN_USERS['postgresql']:,} (PostgreSQL) users register a "
+            "key of `tests/softauthn.py` through the service's own enroll and confirm, and each "
+            "login transaction keeps the ceremony of `login.challenge` that one assertion made "
+            "beforehand answers; each assertion is sent once, `{mfa_token, credential}`.",
+            "- Other load: the bench reads /proc to tell its own processes' CPU time (driver, "
+            "server, wrk) from everything else's, waits up to a minute for quiet before each "
+            "database, and flags every run during which others took more than 10% of the cores.",
             "- /healthz under login saturation: password logins at full load and, at the same "
             f"time, a light /healthz probe ({settings.PROBE_RATE} requests/s over "
             f"{settings.PROBE_CONNECTIONS} connections).",

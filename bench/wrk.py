@@ -129,18 +129,38 @@ def finish(load: Load, proc: subprocess.Popen[str]) -> Result:
     try:
         out, err = proc.communicate(timeout=seconds(load) + settings.WRK_TIMEOUT_S + 30)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
         raise RuntimeError(f"wrk ({load.name}) did not finish in time") from None
+    finally:
+        stop(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk ({load.name}) failed ({proc.returncode}): {err.strip()[-500:]}")
     return parse(out, load.name)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End a wrk that is still running (the bench is stopping early)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def run(load: Load, base_url: str, workdir: Path) -> Result:
     before = machine.sample()
     result = finish(load, start(load, base_url, workdir))
     return replace(result, others=machine.others_share(before, machine.sample()))
+
+
+def run_together(loads: list[Load], base_url: str, workdir: Path) -> list[Result]:
+    """Several wrk runs at the same time (a load and a probe beside it)."""
+    before = machine.sample()
+    procs = [start(load, base_url, workdir) for load in loads]
+    try:
+        results = [finish(load, proc) for load, proc in zip(loads, procs, strict=True)]
+    finally:
+        for proc in procs:
+            stop(proc)
+    others = machine.others_share(before, machine.sample())
+    return [replace(r, others=others) for r in results]
 
 
 def parse(output: str, name: str = "wrk") -> Result:
