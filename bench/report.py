@@ -250,15 +250,26 @@ def _memory() -> str:
     return "unknown"
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],  # noqa: S607
+        out = subprocess.run(  # noqa: S603  (git with arguments of our own)
+            ["git", *args],  # noqa: S607
             capture_output=True,
             text=True,
             check=False,
             cwd=Path(__file__).resolve().parent,
         )
     except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit() -> str:
+    """The commit measured, marked when the working tree differs from it (this page aside)."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if not commit:
         return "unknown commit"
-    return out.stdout.strip() or "unknown commit"
+    changed = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks.md"
+    )
+    return f"{commit} with uncommitted changes" if changed else commit
