@@ -65,10 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         "--upgrade", action="store_true", help="upgrade an old database schema before serving"
     )
 
-    database = commands.add_parser("db", help="the database schema")
-    database.add_subparsers(dest="action", required=True).add_parser(
-        "upgrade", help="create the schema or bring it to this release"
-    ).set_defaults(handler=_db_upgrade)
+    db = commands.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="create the schema or bring it to this release").set_defaults(
+        handler=_db_upgrade
+    )
+    db.add_parser(
+        "prune",
+        help="delete old audit events, dead login transactions and dead refresh-token families",
+    ).set_defaults(handler=_db_prune)
 
     user = commands.add_parser("user", help="manage users").add_subparsers(
         dest="action", required=True
@@ -107,12 +111,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--days", type=_days, help="keep this many days instead")
     prune.set_defaults(handler=_audit_prune)
-
-    db = commands.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
-    db.add_parser(
-        "prune",
-        help="delete old audit events, dead login transactions and dead refresh-token families",
-    ).set_defaults(handler=_db_prune)
 
     token = commands.add_parser("token", help="hardware tokens").add_subparsers(
         dest="action", required=True

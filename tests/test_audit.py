@@ -36,7 +36,7 @@ SECRET_FIELDS = {
 }
 WINDOW = 16
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# The events of the hardware-token inventory are recorded by its own module (another branch).
+# The hardware-token inventory's events have their own tests (tests/test_hardware_tokens.py).
 ELSEWHERE = {"token_imported", "token_assigned", "token_unassigned"}
 
 
@@ -118,6 +118,9 @@ def test_every_event_is_recorded_with_who_and_where_and_never_a_secret(
         )
         assert r.status_code == 200, r.text
         last = r.json()
+
+    # A step-up begun (a fresh second factor without the password).
+    assert client.post("/api/step-up", headers=bearer(last["access_token"])).status_code == 200
 
     # A refresh token used twice, and a logout.
     first = client.post("/api/token/refresh", json={"refresh_token": last["refresh_token"]})

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, insert, select
 from sqlmodel import Session, col
 
-from ..models import AuditEvent, User
+from ..models import AuditEvent, User, table_of
 from ..observability import count_event
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ EVENTS = frozenset(
 )
 
 
+_INSERT = insert(table_of(AuditEvent))  # built once: every login writes several
+
+
 def record(
     session: Session,
     event: str,
@@ -66,16 +69,17 @@ def record(
         raise ValueError(f"unknown audit event {event!r}")
     count_event(event, detail)
     session.execute(
-        insert(AuditEvent).values(
-            time=now,
-            event=event,
-            user_id=user_id,
+        _INSERT,
+        {
+            "time": now,
+            "event": event,
+            "user_id": user_id,
             # A username typed at login may be longer than any real one (and the column).
-            username=username[:USERNAME_MAX] if username is not None else None,
-            ip=meta.ip,
-            user_agent=meta.user_agent,
-            detail=json.dumps(detail, separators=(",", ":"), sort_keys=True),
-        )
+            "username": username[:USERNAME_MAX] if username is not None else None,
+            "ip": meta.ip,
+            "user_agent": meta.user_agent,
+            "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
+        },
     )
 
 

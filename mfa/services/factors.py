@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlmodel import Session, col
 
 from ..errors import (
@@ -80,12 +80,15 @@ def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
         return listing_in(session, user_id)
 
 
+_USERS_FACTORS = (
+    select(Factor)
+    .where(col(Factor.user_id) == bindparam("user_id"))
+    .order_by(col(Factor.created_at), col(Factor.id))
+)
+
+
 def listing_in(session: Session, user_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(Factor)
-        .where(col(Factor.user_id) == user_id)
-        .order_by(col(Factor.created_at), col(Factor.id))
-    )
+    rows = session.scalars(_USERS_FACTORS, {"user_id": user_id})
     return [view(session, f) for f in rows]
 
 

@@ -11,7 +11,8 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
 from .. import ocra
@@ -20,7 +21,7 @@ from ..factors.base import Accepted, CodeFactorType, Enrollment, Rejected
 from ..factors.hotp import Hotp
 from ..factors.ocra import Ocra
 from ..factors.totp import Totp
-from ..models import Factor, HardwareToken, LoginTransaction, User
+from ..models import Factor, HardwareToken, LoginTransaction, User, table_of
 from ..secretbox import SealError
 from . import transactions
 from .recovery import RecoveryHandler
@@ -83,25 +84,38 @@ def open_secret(ctx: Context, factor: Factor) -> bytes:
         raise Rejected("secret_does_not_open") from None
 
 
+_F = table_of(Factor)
+# Statements on the login path are built once: building one costs more than running it.
+_ACCEPT_COUNTER = (
+    update(_F)
+    .where(
+        _F.c.id == bindparam("factor"),
+        _F.c.status == bindparam("want"),
+        _F.c.counter <= bindparam("c"),
+    )
+    .values(counter=bindparam("next"), last_used_at=bindparam("at"))
+)
+_TOUCH = (
+    update(_F)
+    .where(_F.c.id == bindparam("factor"), _F.c.status == bindparam("want"))
+    .values(last_used_at=bindparam("at"))
+)
+
+
 def accept_counter(
     session: Session, factor: Factor, counter: int, now: int, *, status: str
 ) -> None:
     """Accept ``counter`` for good: the row changes only if no answer at or past it was
     accepted before, in any process. This is the single-use guarantee."""
     result = session.execute(
-        update(Factor)
-        .where(
-            col(Factor.id) == factor.id,
-            col(Factor.status) == status,
-            col(Factor.counter) <= counter,
-        )
-        .values(counter=counter + 1, last_used_at=now)
-        .execution_options(synchronize_session=False)
+        _ACCEPT_COUNTER,
+        {"factor": factor.id, "want": status, "c": counter, "next": counter + 1, "at": now},
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Rejected("replayed")
-    factor.counter = counter + 1
-    factor.last_used_at = now
+    # The row says so already: keep the object in step without a second UPDATE at commit.
+    set_committed_value(factor, "counter", counter + 1)
+    set_committed_value(factor, "last_used_at", now)
 
 
 def accept_answer(
@@ -113,15 +127,10 @@ def accept_answer(
     if counter is not None:
         accept_counter(session, factor, counter, now, status=status)
         return
-    result = session.execute(
-        update(Factor)
-        .where(col(Factor.id) == factor.id, col(Factor.status) == status)
-        .values(last_used_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(_TOUCH, {"factor": factor.id, "want": status, "at": now})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Rejected("replayed")
-    factor.last_used_at = now
+    set_committed_value(factor, "last_used_at", now)
 
 
 def check_validity(session: Session, factor: Factor, now: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlmodel import Session, col
 
 from .. import passwords
@@ -269,11 +269,12 @@ def _factor_for(
     return None
 
 
+_ACTIVE_FACTOR = select(Factor).where(
+    col(Factor.id) == bindparam("id"),
+    col(Factor.user_id) == bindparam("user_id"),
+    col(Factor.status) == "active",
+)
+
+
 def _active_factor(session: Session, user_id: str, factor_id: str) -> Factor | None:
-    return session.scalars(
-        select(Factor).where(
-            col(Factor.id) == factor_id,
-            col(Factor.user_id) == user_id,
-            col(Factor.status) == "active",
-        )
-    ).first()
+    return session.scalars(_ACTIVE_FACTOR, {"id": factor_id, "user_id": user_id}).first()

@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 
 from .. import jwt
 from ..errors import InvalidGrant, MfaError, Unauthorized
-from ..models import RefreshToken, User, new_id
+from ..models import RefreshToken, User, new_id, table_of
 from ..opaque import digest, new_token
 from . import audit
 
@@ -35,6 +35,9 @@ class Principal:
     claims: dict[str, Any]
 
 
+_INSERT = insert(table_of(RefreshToken))
+
+
 def issue(
     session: Session,
     ctx: Context,
@@ -50,16 +53,17 @@ def issue(
     family_id = family_id or new_id()
     refresh, refresh_hash = new_token()
     session.execute(
-        insert(RefreshToken).values(
-            id=new_id(),
-            token_hash=refresh_hash,
-            family_id=family_id,
-            user_id=user_id,
-            auth_time=auth_time,
-            amr=" ".join(amr),
-            created_at=now,
-            expires_at=now + ctx.settings.refresh_token_ttl,
-        )
+        _INSERT,
+        {
+            "id": new_id(),
+            "token_hash": refresh_hash,
+            "family_id": family_id,
+            "user_id": user_id,
+            "auth_time": auth_time,
+            "amr": " ".join(amr),
+            "created_at": now,
+            "expires_at": now + ctx.settings.refresh_token_ttl,
+        },
     )
     ttl = ctx.settings.access_token_ttl
     claims = {

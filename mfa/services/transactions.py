@@ -3,11 +3,11 @@ factor. Short-lived, stored as a hash, dead after 5 failed verify calls, spent o
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, col
 
 from ..errors import InvalidMfaToken
-from ..models import LoginTransaction, new_id
+from ..models import LoginTransaction, new_id, table_of
 from ..opaque import digest, new_token
 
 MAX_FAILURES = 5
@@ -43,35 +43,36 @@ def create(
     return token
 
 
+_T = table_of(LoginTransaction)
+# Built once: the login path runs these on every verify.
+_LIVE = (
+    select(LoginTransaction)
+    .where(col(LoginTransaction.token_hash) == bindparam("hash"))
+    .with_for_update()
+)
+_FAILED = update(_T).where(_T.c.id == bindparam("tx")).values(failures=_T.c.failures + 1)
+_SPEND = (
+    update(_T)
+    .where(_T.c.id == bindparam("tx"), _T.c.spent_at.is_(None))
+    .values(spent_at=bindparam("at"))
+)
+
+
 def open_live(session: Session, mfa_token: str, now: int) -> LoginTransaction:
     """The live transaction of ``mfa_token``, locked until this database transaction ends, so
     that two calls with one token take turns."""
-    tx = session.scalars(
-        select(LoginTransaction)
-        .where(col(LoginTransaction.token_hash) == digest(mfa_token))
-        .with_for_update()
-    ).first()
+    tx = session.scalars(_LIVE, {"hash": digest(mfa_token)}).first()
     if tx is None or tx.spent_at is not None or tx.expires_at <= now or tx.failures >= MAX_FAILURES:
         raise InvalidMfaToken
     return tx
 
 
 def count_failure(session: Session, tx: LoginTransaction) -> None:
-    session.execute(
-        update(LoginTransaction)
-        .where(col(LoginTransaction.id) == tx.id)
-        .values(failures=col(LoginTransaction.failures) + 1)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_FAILED, {"tx": tx.id})
 
 
 def spend(session: Session, tx: LoginTransaction, now: int) -> None:
-    result = session.execute(
-        update(LoginTransaction)
-        .where(col(LoginTransaction.id) == tx.id, col(LoginTransaction.spent_at).is_(None))
-        .values(spent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(_SPEND, {"tx": tx.id, "at": now})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise InvalidMfaToken
 

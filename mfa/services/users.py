@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -93,8 +93,11 @@ def is_admin(ctx: Context, user_id: str) -> bool:
         return bool(user and user.is_admin)
 
 
+_BY_ID = select(User).where(col(User.id) == bindparam("id"))
+
+
 def get(session: Session, user_id: str) -> User:
-    user = session.get(User, user_id)
+    user = session.scalars(_BY_ID, {"id": user_id}).first()
     if user is None:
         raise NotFound("No such user.")
     return user
