@@ -161,6 +161,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     finally:
         db.dispose()
+    if "MFA_HASH_CONCURRENCY" not in os.environ:
+        os.environ["MFA_HASH_CONCURRENCY"] = str(max(1, (os.cpu_count() or 1) // args.workers))
     if args.workers > 1:
         # Each worker writes its metrics here; /metrics in any worker adds them all up.
         metrics_dir = tempfile.mkdtemp(prefix="mfa-metrics-")

@@ -41,6 +41,7 @@ class Settings:
     db_max_overflow: int = 10
     log_level: str = "INFO"
     access_log: bool = True
+    hash_concurrency: int = 1
 
     @property
     def origin(self) -> str:
@@ -95,6 +96,9 @@ class Settings:
             db_max_overflow=_count(env, "MFA_DB_MAX_OVERFLOW", 10),
             log_level=_level(env.get("MFA_LOG_LEVEL", "INFO")),
             access_log=_bool(env, "MFA_ACCESS_LOG", default=True),
+            # Password hashes at once in this process; `mfa serve` shares the cores among its
+            # workers, since argon2id past one hash per core only thrashes caches.
+            hash_concurrency=_seconds(env, "MFA_HASH_CONCURRENCY", os.cpu_count() or 1),
             audit_retention_days=_count(env, "MFA_AUDIT_RETENTION_DAYS", 365),
             prune_interval=_count(env, "MFA_PRUNE_INTERVAL", 3600),
         )

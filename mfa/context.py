@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ class Context:
         the kernel, holding worker threads that other requests need.
         """
         if self._hash_limiter is None:
-            self._hash_limiter = CapacityLimiter(os.cpu_count() or 1)
+            self._hash_limiter = CapacityLimiter(self.settings.hash_concurrency)
         return await anyio.to_thread.run_sync(
             lambda: fn(*args, **kwargs), limiter=self._hash_limiter
         )

@@ -7,6 +7,7 @@ import time
 
 from sqlalchemy import func, insert, select
 
+from mfa import schema
 from mfa.db import Database
 from mfa.models import AuditEvent, LoginTransaction, RefreshToken, new_id
 
@@ -88,7 +89,7 @@ def count_rows(db: Database, model) -> int:
 
 def test_audit_prune_keeps_the_retention_period(env):
     db = Database(env["MFA_DATABASE_URL"])
-    db.create_schema()
+    schema.ensure(db, upgrade_if_behind=False)
     now = int(time.time())
     for age_days in (400, 366, 364, 1):
         add_audit_event(db, now - age_days * DAY)

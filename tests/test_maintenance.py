@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from starlette.testclient import TestClient
 
+from mfa import schema
 from mfa.app import create_app
 from mfa.config import ConfigError, Settings
 from mfa.db import Database
@@ -28,7 +29,7 @@ def test_retention_settings_default_allow_zero_and_refuse_nonsense(env):
 
 def test_the_server_prunes_by_itself(env, clock):
     db = Database(env["MFA_DATABASE_URL"])
-    db.create_schema()
+    schema.ensure(db, upgrade_if_behind=False)
     add_audit_event(db, int(clock()) - 400 * DAY)
     add_audit_event(db, int(clock()) - DAY)
     settings = replace(Settings.from_env(env), prune_interval=1)

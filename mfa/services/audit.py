@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, insert, select
 from sqlmodel import Session, col
 
-from ..models import AuditEvent, User, table_of
+from ..models import AuditEvent, Factor, User, table_of
 from ..observability import count_event
 
 if TYPE_CHECKING:
@@ -80,6 +80,30 @@ def record(
             "user_agent": meta.user_agent,
             "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
         },
+    )
+
+
+def about_factor(
+    session: Session,
+    event: str,
+    user: User,
+    factor: Factor | None,
+    *,
+    now: int,
+    meta: RequestMeta,
+    **detail: Any,
+) -> None:
+    """An event about one of a user's factors: the user, and the factor's id and type."""
+    record(
+        session,
+        event,
+        now=now,
+        meta=meta,
+        user_id=user.id,
+        username=user.username,
+        factor_id=factor.id if factor else None,
+        factor_type=factor.type if factor else None,
+        **detail,
     )
 
 

@@ -146,15 +146,13 @@ def enroll(ctx: Context, enroller: Enroller, request: Any, meta: RequestMeta) ->
         )
         session.add(factor)
         session.flush()
-        audit.record(
+        audit.about_factor(
             session,
             "factor_enrolled",
+            user,
+            factor,
             now=now,
             meta=meta,
-            user_id=user.id,
-            username=user.username,
-            factor_id=factor.id,
-            factor_type=factor.type,
         )
         return {**view(session, factor), **enrollment.reveal}
 
@@ -177,15 +175,13 @@ def confirm(
         except Rejected as r:
             if enroller.tx is not None:
                 transactions.count_failure(session, enroller.tx)
-            audit.record(
+            audit.about_factor(
                 session,
                 "factor_failed",
+                user,
+                factor,
                 now=now,
                 meta=meta,
-                user_id=user.id,
-                username=user.username,
-                factor_id=factor.id,
-                factor_type=factor.type,
                 reason=r.reason,
                 stage="confirm",
             )
@@ -194,15 +190,13 @@ def confirm(
             factor.status = "active"
             factor.confirmed_at = now
             factor.challenge = None
-            audit.record(
+            audit.about_factor(
                 session,
                 "factor_confirmed",
+                user,
+                factor,
                 now=now,
                 meta=meta,
-                user_id=user.id,
-                username=user.username,
-                factor_id=factor.id,
-                factor_type=factor.type,
             )
             result = view(session, factor)
             if enroller.tx is not None:
@@ -235,20 +229,34 @@ def record_failure(
     stage: str,
 ) -> None:
     """Audit a wrong answer (already counted by its throttle claim); lock at the limit."""
+    audit.about_factor(
+        session, "factor_failed", user, factor, now=now, meta=meta, reason=reason, stage=stage
+    )
+    if throttle.lock_if_exhausted(session, throttle.MFA, user.id):
+        audit.record(session, "locked", now=now, meta=meta, user_id=user.id, username=user.username)
+
+
+def record_throttled(
+    session: Session,
+    user: User,
+    refusal: TooManyAttempts | Locked,
+    now: int,
+    meta: RequestMeta,
+    *,
+    stage: str,
+) -> None:
+    """Audit an attempt refused unchecked (in a back-off, or locked)."""
+    retry = {"retry_after": refusal.retry_after} if isinstance(refusal, TooManyAttempts) else {}
     audit.record(
         session,
-        "factor_failed",
+        "throttled",
         now=now,
         meta=meta,
         user_id=user.id,
         username=user.username,
-        factor_id=factor.id if factor else None,
-        factor_type=factor.type if factor else None,
-        reason=reason,
         stage=stage,
+        **retry,
     )
-    if throttle.lock_if_exhausted(session, throttle.MFA, user.id):
-        audit.record(session, "locked", now=now, meta=meta, user_id=user.id, username=user.username)
 
 
 def amr_of(factor_type: str) -> list[str]:
@@ -273,15 +281,13 @@ def rename(
         user = users.get(session, principal.user_id)
         factor = owned(session, user.id, factor_id)
         factor.label = label
-        audit.record(
+        audit.about_factor(
             session,
             "factor_renamed",
+            user,
+            factor,
             now=now,
             meta=meta,
-            user_id=user.id,
-            username=user.username,
-            factor_id=factor.id,
-            factor_type=factor.type,
         )
         return view(session, factor)
 
@@ -302,15 +308,13 @@ def remove(ctx: Context, principal: Principal, factor_id: str, meta: RequestMeta
             require_recent(ctx, principal)
         token = inventory.release(session, factor)  # a hardware token goes back to stock
         session.delete(factor)
-        audit.record(
+        audit.about_factor(
             session,
             "factor_removed",
+            user,
+            factor,
             now=now,
             meta=meta,
-            user_id=user.id,
-            username=user.username,
-            factor_id=factor.id,
-            factor_type=factor.type,
         )
         if token is not None:
             audit.record(
@@ -378,32 +382,20 @@ def resync(
             assert accepted.counter is not None
             accept_counter(session, factor, accepted.counter, now, status="active")
         except (TooManyAttempts, Locked) as e:
-            retry = {"retry_after": e.retry_after} if isinstance(e, TooManyAttempts) else {}
-            audit.record(
-                session,
-                "throttled",
-                now=now,
-                meta=meta,
-                user_id=user.id,
-                username=user.username,
-                stage="resync",
-                **retry,
-            )
+            record_throttled(session, user, e, now, meta, stage="resync")
             error = e
         except Rejected as r:
             record_failure(session, user, factor, r.reason, now, meta, stage="resync")
             error = VerificationFailed("The two codes are not consecutive codes of this token.")
         else:
             throttle.succeeded(session, throttle.MFA, user.id)
-            audit.record(
+            audit.about_factor(
                 session,
                 "factor_resynced",
+                user,
+                factor,
                 now=now,
                 meta=meta,
-                user_id=user.id,
-                username=user.username,
-                factor_id=factor.id,
-                factor_type=factor.type,
             )
             result = view(session, factor)
     if error:

@@ -29,7 +29,7 @@ from ..errors import (
 from ..factors.base import Disabled, Rejected
 from ..models import Factor, User
 from . import audit, recovery, throttle, tokens, transactions, users
-from .factors import active, login_view, record_failure
+from .factors import active, login_view, record_failure, record_throttled
 from .handlers import HANDLERS, Answer
 
 if TYPE_CHECKING:
@@ -188,17 +188,7 @@ def verify(
             throttle.claim(session, throttle.MFA, user.id, now)
         except (TooManyAttempts, Locked) as e:
             transactions.count_failure(session, tx)
-            retry = {"retry_after": e.retry_after} if isinstance(e, TooManyAttempts) else {}
-            audit.record(
-                session,
-                "throttled",
-                now=now,
-                meta=meta,
-                user_id=user.id,
-                username=user.username,
-                stage="second_factor",
-                **retry,
-            )
+            record_throttled(session, user, e, now, meta, stage="second_factor")
             error = e
         else:
             factor = _factor_for(session, user, factor_id, answer)
@@ -210,30 +200,26 @@ def verify(
                 transactions.count_failure(session, tx)
                 record_failure(session, user, factor, r.reason, now, meta, stage="login")
                 if isinstance(r, Disabled) and factor is not None:
-                    audit.record(
+                    audit.about_factor(
                         session,
                         "factor_disabled",
+                        user,
+                        factor,
                         now=now,
                         meta=meta,
-                        user_id=user.id,
-                        username=user.username,
-                        factor_id=factor.id,
-                        factor_type=factor.type,
                         reason=r.reason,
                     )
                 error = VerificationFailed()
             else:
                 transactions.spend(session, tx, now)
                 throttle.succeeded(session, throttle.MFA, user.id)
-                audit.record(
+                audit.about_factor(
                     session,
                     "factor_succeeded",
+                    user,
+                    factor,
                     now=now,
                     meta=meta,
-                    user_id=user.id,
-                    username=user.username,
-                    factor_id=factor.id,
-                    factor_type=factor.type,
                     stage=tx.purpose,
                 )
                 if family is not None and not tokens.supersede(session, family, now):
