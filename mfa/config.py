@@ -42,6 +42,7 @@ class Settings:
     log_level: str = "INFO"
     access_log: bool = True
     hash_concurrency: int = 1
+    worker_threads: int = 8
 
     @property
     def origin(self) -> str:
@@ -98,6 +99,7 @@ class Settings:
             access_log=_bool(env, "MFA_ACCESS_LOG", default=True),
             # Password hashes at once in this process; `mfa serve` shares the cores among its
             # workers, since argon2id past one hash per core only thrashes caches.
+            worker_threads=_seconds(env, "MFA_WORKER_THREADS", 8),
             hash_concurrency=_seconds(env, "MFA_HASH_CONCURRENCY", os.cpu_count() or 1),
             audit_retention_days=_count(env, "MFA_AUDIT_RETENTION_DAYS", 365),
             prune_interval=_count(env, "MFA_PRUNE_INTERVAL", 3600),

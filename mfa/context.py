@@ -38,6 +38,7 @@ class Context:
     keys: KeyStore
     clock: Callable[[], float] = time.time
     _hash_limiter: CapacityLimiter | None = field(default=None, repr=False)
+    _work_limiter: CapacityLimiter | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Context:
@@ -55,8 +56,17 @@ class Context:
         return int(self.clock())
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run blocking work (database, crypto) in a worker thread."""
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        """Run blocking work (database, crypto) in a worker thread.
+
+        A few threads at a time: the work holds the GIL most of the time, so more threads only
+        trade it back and forth, and a request waits less in the event loop's queue than in
+        that scramble.
+        """
+        if self._work_limiter is None:
+            self._work_limiter = CapacityLimiter(self.settings.worker_threads)
+        return await anyio.to_thread.run_sync(
+            lambda: fn(*args, **kwargs), limiter=self._work_limiter
+        )
 
     async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a password hash in a thread, at most one per core at a time.

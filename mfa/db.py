@@ -9,6 +9,8 @@ the row they lock.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -41,10 +43,12 @@ class Database:
                 max_overflow=max_overflow,
             )
             _tune_sqlite(self.engine)
-            # SQLite has one writer at a time. Threads of one process queue here, in order,
-            # rather than in SQLite's busy handler, whose growing sleeps (up to 100 ms each)
-            # made the slowest writes wait seconds under load; only processes meet there.
-            self._writer: AbstractContextManager[Any] = threading.Lock()
+            # SQLite has one writer at a time. Writers queue here, woken the moment the lock is
+            # free, rather than in SQLite's busy handler, whose growing sleeps (up to 100 ms
+            # each) made the slowest writes wait seconds under load.
+            self._writer: AbstractContextManager[Any] = _WriterLock(
+                Path(parsed.database) if parsed.database not in (None, "", ":memory:") else None
+            )
             self.write_engine: Engine = self.engine.execution_options(
                 sqlite_begin="BEGIN IMMEDIATE"
             )
@@ -61,7 +65,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only transaction."""
+        """A read-only session (on SQLite, each statement its own snapshot)."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
@@ -83,6 +87,37 @@ class Database:
         self.engine.dispose()
 
 
+class _WriterLock:
+    """One writer at a time: a thread lock within the process, and an advisory file lock
+    (flock) beside the database between processes (the workers of `mfa serve`)."""
+
+    def __init__(self, database: Path | None) -> None:
+        self._threads = threading.Lock()
+        self._path = None if database is None else database.with_name(database.name + ".writer")
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        # A write opened inside another on the same thread could never get the lock: fail as
+        # SQLite's own busy timeout would, rather than hang.
+        if not self._threads.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise TimeoutError("timed out waiting for the database's write lock")
+        try:
+            if self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
 def _tune_sqlite(engine: Engine) -> None:
     # pysqlite opens transactions on its own and never with IMMEDIATE; take that job over
     # (the recipe of SQLAlchemy's SQLite dialect documentation, "Serializable isolation").
@@ -100,4 +135,9 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+        # Writes begin IMMEDIATE. Reads begin nothing: each statement reads one consistent
+        # snapshot on its own, and no read of ours needs two statements to agree; that saves
+        # a BEGIN and a COMMIT on every read (the /api/me path).
+        begin = conn.get_execution_options().get("sqlite_begin")
+        if begin:
+            conn.exec_driver_sql(begin)
