@@ -68,6 +68,13 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings.from_env()
     stamp_request_ids()
+    for origin in settings.origins_outside_rp_id():
+        log.warning(
+            "MFA_RP_ID %r does not cover the origin %s: security keys will refuse to register "
+            "or log in there; set MFA_RP_ID to that host or a parent domain of it",
+            settings.rp_id,
+            origin,
+        )
     ctx = Context.create(settings, clock=clock)
 
     @asynccontextmanager

@@ -49,6 +49,16 @@ class Settings:
         """The primary origin: the first of ``MFA_ORIGIN``."""
         return self.origins[0]
 
+    def origins_outside_rp_id(self) -> list[str]:
+        """Origins whose host is neither ``rp_id`` nor below it: security keys refuse
+        ceremonies there (WebAuthn section 5.1.4.1, "RP ID")."""
+        outside = []
+        for origin in self.origins:
+            host = urlsplit(origin).hostname or ""
+            if host != self.rp_id and not host.endswith("." + self.rp_id):
+                outside.append(origin)
+        return outside
+
     @property
     def secure_cookies(self) -> bool:
         return self.origin.startswith("https://")

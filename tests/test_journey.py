@@ -195,3 +195,18 @@ def test_a_login_without_a_second_factor_cannot_reach_the_api(client, clock):
         client.post("/api/token/refresh", json={"refresh_token": start["mfa_token"]}).status_code
         == 401
     )
+
+
+def test_abandoned_enrollments_give_their_place_back_after_an_hour(client, clock):
+    account = signup(client)
+    mfa_token = login(client, account)["mfa_token"]
+    for _ in range(20):
+        r = client.post("/api/factors", json={"type": "totp"}, headers=bearer(mfa_token))
+        assert r.status_code == 201
+    full = client.post("/api/factors", json={"type": "totp"}, headers=bearer(mfa_token))
+    assert full.status_code == 400
+    assert "at most 20" in full.json()["message"]
+    clock.advance(3601)
+    fresh = login(client, account)["mfa_token"]
+    r = client.post("/api/factors", json={"type": "totp"}, headers=bearer(fresh))
+    assert r.status_code == 201, r.text

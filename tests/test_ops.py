@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.testclient import TestClient
 
 from mfa.app import create_app
+from mfa.config import Settings
 from mfa.db import Database
 
 
@@ -33,3 +34,16 @@ def test_the_openapi_document_lists_the_contract(client):
     assert doc["openapi"].startswith("3.")
     for path in ("/api/login", "/api/login/verify", "/api/factors", "/.well-known/jwks.json"):
         assert path in doc["paths"]
+
+
+def test_an_rp_id_that_does_not_cover_the_origin_is_named_at_start(env, clock, caplog):
+    settings = Settings.from_env(
+        {**env, "MFA_ORIGIN": "https://login.example.com", "MFA_RP_ID": "example.org"}
+    )
+    assert settings.origins_outside_rp_id() == ["https://login.example.com"]
+    create_app(settings, clock=clock)
+    assert any("MFA_RP_ID" in r.getMessage() for r in caplog.records)
+    fine = Settings.from_env(
+        {**env, "MFA_ORIGIN": "https://login.example.com", "MFA_RP_ID": "example.com"}
+    )
+    assert fine.origins_outside_rp_id() == []

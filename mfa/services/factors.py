@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlmodel import Session, col
 
 from ..errors import (
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .tokens import Principal
 
 MAX_FACTORS_PER_USER = 20
+# A factor left pending this long (seconds) is dropped at the user's next enrollment.
+PENDING_LIFETIME = 3600
 
 
 def view(session: Session, factor: Factor) -> dict[str, Any]:
@@ -123,6 +125,15 @@ def enroll(ctx: Context, enroller: Enroller, request: Any, meta: RequestMeta) ->
     factor_id = new_id()
     with ctx.db.write() as session:
         user = users.get(session, enroller.user_id(session, now))
+        # Enrollments abandoned long ago give their place back: an enrolling login cannot
+        # remove them itself, and they would otherwise fill the user's quota for good.
+        session.execute(
+            delete(Factor).where(
+                col(Factor.user_id) == user.id,
+                col(Factor.status) == "pending",
+                col(Factor.created_at) < now - PENDING_LIFETIME,
+            )
+        )
         count = session.execute(
             select(func.count()).select_from(Factor).where(col(Factor.user_id) == user.id)
         ).scalar_one()
