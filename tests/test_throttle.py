@@ -7,8 +7,8 @@ import pytest
 from mfa.cli import main as mfa_main
 from mfa.services.throttle import MFA, PASSWORD, backoff
 
-from .drivers import TotpDriver
 from .helpers import enroll_first_totp, login, signup
+from .operators import lock_out
 
 
 def test_backoff_starts_at_30_seconds_doubles_and_stops_at_15_minutes():
@@ -60,23 +60,7 @@ def test_a_hundred_second_factor_failures_lock_until_an_admin_unlocks(
 ):
     account = signup(client)
     factor = enroll_first_totp(client, account, clock)
-    driver = TotpDriver()
-    driver.used_step = int(clock()) // 30
-    failures = 0
-    while failures < 100:
-        mfa_token = login(client, account)["mfa_token"]
-        for _ in range(5):
-            r = client.post(
-                "/api/login/verify", json=driver.wrong(client, mfa_token, factor, clock)
-            )
-            if r.status_code == 429:
-                clock.advance(int(r.headers["Retry-After"]))
-                break
-            assert r.status_code == 401
-            failures += 1
-            if failures == 100:
-                break
-    clock.advance(901)
+    driver = lock_out(client, account, factor, clock)  # a right code then gets 423
     right = driver.right(client, login(client, account)["mfa_token"], factor, clock)
     r = client.post("/api/login/verify", json=right)
     assert r.status_code == 423

@@ -328,16 +328,14 @@ def remove(ctx: Context, principal: Principal, factor_id: str, meta: RequestMeta
             meta=meta,
         )
         if token is not None:
-            audit.record(
+            audit.about_factor(
                 session,
                 "token_unassigned",
+                user,
+                factor,
                 now=now,
                 meta=meta,
-                user_id=user.id,
-                username=user.username,
                 serial=token.serial,
-                factor_id=factor.id,
-                factor_type=factor.type,
                 reason="factor_removed",
             )
         if was_active:

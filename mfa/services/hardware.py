@@ -311,16 +311,14 @@ def unassign(
         user = users.get(session, factor.user_id)
         inventory.release(session, factor)
         session.delete(factor)
-        audit.record(
+        audit.about_factor(
             session,
             "token_unassigned",
+            user,
+            factor,
             now=now,
             meta=meta,
-            user_id=user.id,
-            username=user.username,
             serial=token.serial,
-            factor_id=factor.id,
-            factor_type=factor.type,
             **_actor_detail(_actor(session, actor_id)),
         )
         return token_view(token, None)
