@@ -129,5 +129,23 @@ def enroll_first_totp(client: Any, account: Account, clock: Any, **options: Any)
     return f
 
 
+def totp_login(client: Any, account: Account, factor: dict[str, Any], clock: Any) -> dict[str, Any]:
+    """A fresh login with a TOTP factor on the next time step (never used before); the tokens
+    are kept on the account."""
+    clock.advance(30)
+    start = login(client, account)
+    r = client.post(
+        "/api/login/verify",
+        json={
+            "mfa_token": start["mfa_token"],
+            "factor_id": factor["id"],
+            "code": totp_code(factor["secret"], clock()),
+        },
+    )
+    assert r.status_code == 200, r.text
+    account.tokens = r.json()
+    return account.tokens
+
+
 def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))

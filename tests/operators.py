@@ -9,7 +9,7 @@ from sqlalchemy import update
 from mfa.models import User
 
 from .drivers import TotpDriver
-from .helpers import Account, Clock, enroll_first_totp, login, signup, totp_code
+from .helpers import Account, Clock, enroll_first_totp, login, signup, totp_login
 
 
 def make_admin(client: Any, clock: Clock, username: str = "root") -> Account:
@@ -51,16 +51,5 @@ def lock_out(client: Any, account: Account, factor: dict[str, Any], clock: Clock
 def log_in_again(client: Any, clock: Clock, account: Account) -> Account:
     """A new login with the account's only (TOTP) factor, on a time step not used before."""
     (factor,) = account.factors.values()
-    clock.advance(30)
-    start = login(client, account)
-    r = client.post(
-        "/api/login/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": factor["id"],
-            "code": totp_code(factor["secret"], clock()),
-        },
-    )
-    assert r.status_code == 200, r.text
-    account.tokens = r.json()
+    totp_login(client, account, factor, clock)
     return account

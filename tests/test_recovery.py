@@ -12,7 +12,7 @@ from mfa.models import AuditEvent, Factor, RecoveryCode
 from mfa.secretbox import SecretBox
 
 from .drivers import RecoveryDriver
-from .helpers import Account, bearer, enroll_first_totp, login, signup, totp_code
+from .helpers import Account, bearer, enroll_first_totp, login, signup, totp_login
 
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
 
@@ -29,22 +29,6 @@ def use(client, account, factor_id: str, code: str):
     return client.post(
         "/api/login/verify", json={"mfa_token": mfa_token, "factor_id": factor_id, "code": code}
     )
-
-
-def totp_login(client, account, totp, clock) -> None:
-    """A fresh login with the app (the next time step, never used before)."""
-    clock.advance(30)
-    start = login(client, account)
-    r = client.post(
-        "/api/login/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": totp["id"],
-            "code": totp_code(totp["secret"], clock()),
-        },
-    )
-    assert r.status_code == 200, r.text
-    account.tokens = r.json()
 
 
 def stored(client, factor_id: str) -> list[RecoveryCode]:

@@ -12,7 +12,7 @@ from mfa.cli import main as mfa_main
 from mfa.context import CLI
 from mfa.services import keys
 
-from .helpers import bearer, enroll_first_totp, login, signup, totp_code
+from .helpers import bearer, enroll_first_totp, signup, totp_login
 
 
 def refresh(client: TestClient, token: str):
@@ -59,19 +59,8 @@ def test_reuse_revokes_only_that_login(client, clock):
 
 
 def _second_login(client, account, clock):
-    clock.advance(30)
     factor = next(iter(account.factors.values()))
-    start = login(client, account)
-    r = client.post(
-        "/api/login/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": factor["id"],
-            "code": totp_code(factor["secret"], clock()),
-        },
-    )
-    assert r.status_code == 200, r.text
-    return r.json()["refresh_token"]
+    return totp_login(client, account, factor, clock)["refresh_token"]
 
 
 def test_an_expired_refresh_token_is_refused(client, clock, settings):
