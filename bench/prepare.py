@@ -210,14 +210,11 @@ def _access_tokens(ctx: Context, user_ids: list[str], now: int) -> list[str]:
     """Access tokens minted by the service's own ``tokens.issue``, as a verify call would."""
     signer = ctx.keys.signer()  # makes the first signing key, which the server then uses
     with ctx.db.write() as session:
-        return [
-            str(
-                tokens.issue(session, ctx, signer, user_id=uid, amr=AMR, auth_time=now, now=now)[
-                    "access_token"
-                ]
-            )
+        issued = [
+            tokens.issue(session, ctx, user_id=uid, amr=AMR, auth_time=now, now=now)
             for uid in user_ids
         ]
+    return [str(i.signed(signer)["access_token"]) for i in issued]
 
 
 def verify_bodies(logins: Sequence[TotpLogin], now: float) -> Iterator[str]:

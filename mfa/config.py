@@ -42,7 +42,7 @@ class Settings:
     log_level: str = "INFO"
     access_log: bool = True
     hash_concurrency: int = 1
-    worker_threads: int = 8
+    worker_threads: int = 2  # from_env picks it by database: see _default_worker_threads
 
     @property
     def origin(self) -> str:
@@ -82,9 +82,10 @@ class Settings:
         rk = env.get("MFA_WEBAUTHN_RESIDENT_KEY", "discouraged")
         if rk not in ("required", "preferred", "discouraged"):
             raise ConfigError("MFA_WEBAUTHN_RESIDENT_KEY must be required|preferred|discouraged")
+        database_url = env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.db'}"
         return cls(
             data_dir=data_dir,
-            database_url=env.get("MFA_DATABASE_URL") or f"sqlite:///{data_dir / 'mfa.db'}",
+            database_url=database_url,
             origins=origins,
             issuer=issuer,
             otp_issuer=env.get("MFA_OTP_ISSUER") or (urlsplit(origin).hostname or "mfa"),
@@ -107,13 +108,24 @@ class Settings:
             db_max_overflow=_count(env, "MFA_DB_MAX_OVERFLOW", 10),
             log_level=_level(env.get("MFA_LOG_LEVEL", "INFO")),
             access_log=_bool(env, "MFA_ACCESS_LOG", default=True),
+            worker_threads=_seconds(
+                env, "MFA_WORKER_THREADS", _default_worker_threads(database_url)
+            ),
             # Password hashes at once in this process; `mfa serve` shares the cores among its
             # workers, since argon2id past one hash per core only thrashes caches.
-            worker_threads=_seconds(env, "MFA_WORKER_THREADS", 8),
             hash_concurrency=_seconds(env, "MFA_HASH_CONCURRENCY", os.cpu_count() or 1),
             audit_retention_days=_count(env, "MFA_AUDIT_RETENTION_DAYS", 365),
             prune_interval=_count(env, "MFA_PRUNE_INTERVAL", 3600),
         )
+
+
+def _default_worker_threads(database_url: str) -> int:
+    """Threads per process for blocking work. The work is mostly Python holding the GIL, so
+    threads past a few only take turns at it, and on SQLite the one writer would keep them
+    waiting anyway: a thread waiting for the write lock behind one that waits for the GIL
+    (measured on 2 cores: TOTP verifies 590/s with 8 threads, 740/s with 2). PostgreSQL gets
+    a few more, to cover network round trips."""
+    return 2 if database_url.startswith("sqlite") else 4
 
 
 def _origins(value: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ Secrets live only in ``LargeBinary`` columns holding sealed values; tokens only 
 from __future__ import annotations
 
 import uuid
+from typing import Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -73,6 +74,45 @@ class Factor(SQLModel, table=True):
     serial: str | None = Field(default=None, max_length=64)
     # The open enrollment challenge of a pending factor (an OCRA question, WebAuthn state).
     challenge: str | None = Field(default=None, sa_type=Text)
+
+
+class Account(Protocol):
+    """Whom an audit event names: a ``User``, or the two columns of one a hot path read."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+
+
+class FactorFields(Protocol):
+    """What a factor's view reads: a ``Factor``, or a row of its table read without the ORM
+    (the ``/api/me`` path, where loading ORM objects cost more than the query)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> int: ...
+    @property
+    def confirmed_at(self) -> int | None: ...
+    @property
+    def last_used_at(self) -> int | None: ...
+    @property
+    def algorithm(self) -> str | None: ...
+    @property
+    def digits(self) -> int | None: ...
+    @property
+    def period(self) -> int | None: ...
+    @property
+    def suite(self) -> str | None: ...
+    @property
+    def serial(self) -> str | None: ...
 
 
 class RecoveryCode(SQLModel, table=True):

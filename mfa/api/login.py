@@ -101,5 +101,5 @@ async def jwks(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     ctx = context(request)
-    # One trip to a worker thread for the token check and the read together.
-    return json(await ctx.run(account.me_by_token, ctx, bearer_token(request)))
+    # The token check and the read together: one trip to a worker thread, if any.
+    return json(await ctx.run_read(account.me_by_token, ctx, bearer_token(request)))

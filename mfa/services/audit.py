@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, insert, select
 from sqlmodel import Session, col
 
-from ..models import AuditEvent, Factor, User, table_of
+from ..models import Account, AuditEvent, FactorFields, User, table_of
 from ..observability import count_event
 
 if TYPE_CHECKING:
@@ -86,8 +86,8 @@ def record(
 def about_factor(
     session: Session,
     event: str,
-    user: User,
-    factor: Factor | None,
+    user: Account,
+    factor: FactorFields | None,
     *,
     now: int,
     meta: RequestMeta,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, func, select
 from sqlmodel import Session, col
 
+from ..db import Reader
 from ..errors import (
     InvalidRequest,
     Locked,
@@ -20,7 +21,7 @@ from ..errors import (
 )
 from ..factors.base import Rejected
 from ..factors.hotp import Hotp
-from ..models import Factor, LoginTransaction, User, new_id
+from ..models import Account, Factor, FactorFields, LoginTransaction, new_id, table_of
 from . import audit, inventory, recovery, throttle, tokens, transactions, users
 from .handlers import HANDLERS, Answer, accept_counter, open_secret, secret_context
 
@@ -33,7 +34,10 @@ MAX_FACTORS_PER_USER = 20
 PENDING_LIFETIME = 3600
 
 
-def view(session: Session, factor: Factor) -> dict[str, Any]:
+_F = table_of(Factor)
+
+
+def view(reader: Reader, factor: FactorFields) -> dict[str, Any]:
     """A factor as the API shows it: never its secret."""
     out: dict[str, Any] = {
         "id": factor.id,
@@ -46,24 +50,26 @@ def view(session: Session, factor: Factor) -> dict[str, Any]:
     }
     if factor.serial:
         out["serial"] = factor.serial
-    HANDLERS[factor.type].describe(session, factor, out)
+    HANDLERS[factor.type].describe(reader, factor, out)
     return out
 
 
-def login_view(session: Session, factor: Factor) -> dict[str, Any]:
+def login_view(reader: Reader, factor: FactorFields) -> dict[str, Any]:
     """The little a login shows about each factor before the second factor."""
-    full = view(session, factor)
+    full = view(reader, factor)
     return {k: full[k] for k in ("id", "type", "label", "remaining", "serial") if k in full}
 
 
-def active(session: Session, user_id: str) -> list[Factor]:
-    return list(
-        session.scalars(
-            select(Factor)
-            .where(col(Factor.user_id) == user_id, col(Factor.status) == "active")
-            .order_by(col(Factor.created_at), col(Factor.id))
-        )
-    )
+_ACTIVE = (
+    select(_F)
+    .where(_F.c.user_id == bindparam("user_id"), _F.c.status == "active")
+    .order_by(_F.c.created_at, _F.c.id)
+)
+
+
+def active(reader: Reader, user_id: str) -> list[FactorFields]:
+    """The user's active factors, oldest first, as rows (to show and to count, not to change)."""
+    return list(reader.execute(_ACTIVE, {"user_id": user_id}))
 
 
 def has_active(session: Session, user_id: str) -> bool:
@@ -82,16 +88,14 @@ def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
         return listing_in(session, user_id)
 
 
+# Rows, not ORM objects: the listing only reads them (and /api/me reads it on every call).
 _USERS_FACTORS = (
-    select(Factor)
-    .where(col(Factor.user_id) == bindparam("user_id"))
-    .order_by(col(Factor.created_at), col(Factor.id))
+    select(_F).where(_F.c.user_id == bindparam("user_id")).order_by(_F.c.created_at, _F.c.id)
 )
 
 
-def listing_in(session: Session, user_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(_USERS_FACTORS, {"user_id": user_id})
-    return [view(session, f) for f in rows]
+def listing_in(reader: Reader, user_id: str) -> list[dict[str, Any]]:
+    return [view(reader, row) for row in reader.execute(_USERS_FACTORS, {"user_id": user_id})]
 
 
 @dataclass
@@ -176,6 +180,7 @@ def confirm(
     now = ctx.now()
     signer = ctx.keys.signer()
     error: MfaError | None = None
+    issued: tokens.Issued | None = None
     with ctx.db.write() as session:
         user = users.get(session, enroller.user_id(session, now))
         factor = owned(session, user.id, factor_id)
@@ -212,10 +217,9 @@ def confirm(
             result = view(session, factor)
             if enroller.tx is not None:
                 transactions.spend(session, enroller.tx, now)
-                result |= tokens.issue(
+                issued = tokens.issue(
                     session,
                     ctx,
-                    signer,
                     user_id=user.id,
                     amr=["pwd", *amr_of(factor.type), "mfa"],
                     auth_time=now,
@@ -226,12 +230,14 @@ def confirm(
                 tokens.revoke_other_families(session, user.id, enroller.principal.family_id, now)
     if error:
         raise error
+    if issued is not None:
+        result |= issued.signed(signer)  # after the commit, outside the write lock
     return result
 
 
 def record_failure(
     session: Session,
-    user: User,
+    user: Account,
     factor: Factor | None,
     reason: str,
     now: int,
@@ -249,7 +255,7 @@ def record_failure(
 
 def record_throttled(
     session: Session,
-    user: User,
+    user: Account,
     refusal: TooManyAttempts | Locked,
     now: int,
     meta: RequestMeta,

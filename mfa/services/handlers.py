@@ -16,12 +16,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col
 
 from .. import ocra
+from ..db import Reader
 from ..errors import InvalidRequest
 from ..factors.base import Accepted, CodeFactorType, Enrollment, Rejected
 from ..factors.hotp import Hotp
 from ..factors.ocra import Ocra
 from ..factors.totp import Totp
-from ..models import Factor, HardwareToken, LoginTransaction, User, table_of
+from ..models import Factor, FactorFields, HardwareToken, LoginTransaction, User, table_of
 from ..secretbox import SealError
 from . import transactions
 from .recovery import RecoveryHandler
@@ -65,7 +66,7 @@ class Handler(Protocol):
         """Accept ``answer`` for good and return its RFC 8176 ``amr`` values, or raise."""
         ...
 
-    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None: ...
+    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None: ...
 
 
 def secret_context(factor_id: str) -> str:
@@ -195,7 +196,7 @@ class CodeHandler:
             transactions.keep_challenge(tx, None, None)  # a question is answerable once
         return ["otp"]
 
-    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
+    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
         out["algorithm"] = factor.algorithm
         out["digits"] = factor.digits
         if factor.period is not None:
@@ -246,7 +247,7 @@ class OcraHandler(CodeHandler):
         tx.questions += 1
         return super().challenge(session, ctx, factor, tx, now)
 
-    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
+    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
         out["suite"] = factor.suite
         out["digits"] = factor.digits
         if factor.period is not None:

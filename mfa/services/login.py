@@ -27,7 +27,7 @@ from ..errors import (
     VerificationFailed,
 )
 from ..factors.base import Disabled, Rejected
-from ..models import Factor, User
+from ..models import Account, Factor
 from . import audit, recovery, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure, record_throttled
 from .handlers import HANDLERS, Answer
@@ -68,7 +68,7 @@ def _claim_password_attempt(ctx: Context, username: str, meta: RequestMeta) -> _
     now = ctx.now()
     error: MfaError | None = None
     with ctx.db.write() as session:
-        user = users.by_username(session, username)
+        user = users.credentials(session, username)
         try:
             throttle.claim(session, throttle.PASSWORD, users.username_key(username), now)
         except TooManyAttempts as e:
@@ -107,15 +107,20 @@ def _open_login(
 ) -> dict[str, Any]:
     assert candidate.user_id is not None
     now = ctx.now()
+    user_id = candidate.user_id
     with ctx.db.write() as session:
         throttle.succeeded(session, throttle.PASSWORD, users.username_key(candidate.username))
-        user = users.get(session, candidate.user_id)
         if new_hash is not None:
-            user.password_hash = new_hash
-        token = transactions.create(session, user.id, now, ctx.settings.mfa_token_ttl)
-        factors = active(session, user.id)
+            users.set_password_hash(session, user_id, new_hash)
+        token = transactions.create(session, user_id, now, ctx.settings.mfa_token_ttl)
+        factors = active(session, user_id)
         audit.record(
-            session, "login_started", now=now, meta=meta, user_id=user.id, username=user.username
+            session,
+            "login_started",
+            now=now,
+            meta=meta,
+            user_id=user_id,
+            username=candidate.username,
         )
         return {
             "mfa_token": token,
@@ -179,8 +184,7 @@ def verify(
     signer = ctx.keys.signer()
     error: MfaError | None = None
     with ctx.db.write() as session:
-        tx = transactions.open_live(session, mfa_token, now)
-        user = users.get(session, tx.user_id)
+        tx, user = transactions.open_live_with_owner(session, mfa_token, now)
         family = tx.family_id if tx.purpose == transactions.STEP_UP else None
         if family is not None and not tokens.family_live(session, family, now):
             raise InvalidMfaToken  # the login this step-up would raise has ended meanwhile
@@ -225,25 +229,25 @@ def verify(
                 if family is not None and not tokens.supersede(session, family, now):
                     raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
                 # A step-up keeps "pwd": the login it continues began with the password.
-                result = tokens.issue(
+                issued = tokens.issue(
                     session,
                     ctx,
-                    signer,
                     user_id=user.id,
                     amr=["pwd", *methods, "mfa"],
                     auth_time=now,
                     now=now,
                     family_id=family,
                 )
+                told: dict[str, Any] = {}
                 if factor.type == recovery.TYPE:
-                    result |= recovery.after_login(session, user, factor, now, meta)
+                    told = recovery.after_login(session, user, factor, now, meta)
     if error:
         raise error
-    return result
+    return issued.signed(signer) | told
 
 
 def _factor_for(
-    session: Session, user: User, factor_id: str | None, answer: Answer
+    session: Session, user: Account, factor_id: str | None, answer: Answer
 ) -> Factor | None:
     if factor_id is not None:
         return _active_factor(session, user.id, factor_id)

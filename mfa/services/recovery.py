@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlmodel import Session, col
 
+from ..db import Reader
 from ..errors import InvalidRequest
 from ..factors import recovery as codes
 from ..factors.base import Enrollment, Rejected
-from ..models import Factor, LoginTransaction, RecoveryCode, User, new_id
+from ..models import Account, Factor, FactorFields, LoginTransaction, RecoveryCode, User, new_id
 from . import audit
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ def code_hash(ctx: Context, factor_id: str, code: str) -> bytes:
     return ctx.box.digest(f"{factor_id}:{code}".encode(), purpose="recovery")
 
 
-def remaining(session: Session, factor_id: str) -> int:
-    count: int = session.execute(
+def remaining(reader: Reader, factor_id: str) -> int:
+    count: int = reader.execute(
         select(func.count())
         .select_from(RecoveryCode)
         .where(col(RecoveryCode.factor_id) == factor_id, col(RecoveryCode.used_at).is_(None))
@@ -94,7 +95,7 @@ def replace_set(session: Session, ctx: Context, user: User, now: int) -> tuple[F
 
 
 def after_login(
-    session: Session, user: User, factor: Factor, now: int, meta: RequestMeta
+    session: Session, user: Account, factor: Factor, now: int, meta: RequestMeta
 ) -> dict[str, Any]:
     """Audit the code just spent; disable an exhausted set; say what the client should know.
 
@@ -205,5 +206,5 @@ class RecoveryHandler:
         factor.last_used_at = now
         return ["otp"]  # RFC 8176 section 2: "otp" covers one-time passwords of any kind
 
-    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
-        out["remaining"] = remaining(session, factor.id)
+    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
+        out["remaining"] = remaining(reader, factor.id)

@@ -38,18 +38,36 @@ class Principal:
 _INSERT = insert(table_of(RefreshToken))
 
 
+@dataclass(frozen=True)
+class Issued:
+    """Tokens stored but not yet signed: the access token is signed after the transaction
+    commits, outside the database's write lock, where the signature costs no one a wait."""
+
+    claims: dict[str, Any]
+    refresh_token: str
+
+    def signed(self, signer: ECKey) -> dict[str, Any]:
+        return {
+            "access_token": jwt.sign(signer, self.claims),
+            "token_type": "Bearer",
+            "expires_in": self.claims["exp"] - self.claims["iat"],
+            "refresh_token": self.refresh_token,
+            "amr": self.claims["amr"],
+        }
+
+
 def issue(
     session: Session,
     ctx: Context,
-    signer: ECKey,
     *,
     user_id: str,
     amr: list[str],
     auth_time: int,
     now: int,
     family_id: str | None = None,
-) -> dict[str, Any]:
-    """Mint an access token and the next refresh token of ``family_id`` (a new family if None)."""
+) -> Issued:
+    """Store the next refresh token of ``family_id`` (a new family if None) and make the claims
+    of its access token; ``Issued.signed`` then signs them."""
     family_id = family_id or new_id()
     refresh, refresh_hash = new_token()
     session.execute(
@@ -77,13 +95,7 @@ def issue(
         "amr": amr,
         "sid": family_id,
     }
-    return {
-        "access_token": jwt.sign(signer, claims),
-        "token_type": "Bearer",
-        "expires_in": ttl,
-        "refresh_token": refresh,
-        "amr": amr,
-    }
+    return Issued(claims, refresh)
 
 
 def refresh(ctx: Context, refresh_token: str, meta: RequestMeta) -> dict[str, Any]:
@@ -113,10 +125,9 @@ def refresh(ctx: Context, refresh_token: str, meta: RequestMeta) -> dict[str, An
             _detect_reuse(session, token_hash, now, meta)
             error = InvalidGrant()
         else:
-            result = issue(
+            issued = issue(
                 session,
                 ctx,
-                signer,
                 user_id=row.user_id,
                 amr=row.amr.split(),
                 auth_time=row.auth_time,
@@ -125,7 +136,7 @@ def refresh(ctx: Context, refresh_token: str, meta: RequestMeta) -> dict[str, An
             )
     if error:
         raise error
-    return result
+    return issued.signed(signer)
 
 
 def _detect_reuse(session: Session, token_hash: bytes, now: int, meta: RequestMeta) -> None:

@@ -3,15 +3,21 @@ factor. Short-lived, stored as a hash, dead after 5 failed verify calls, spent o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, col
 
 from ..errors import InvalidMfaToken
-from ..models import LoginTransaction, new_id, table_of
+from ..models import LoginTransaction, User, new_id, table_of
 from ..opaque import digest, new_token
 
 MAX_FAILURES = 5
 
+
+_T = table_of(LoginTransaction)
+_U = table_of(User)
+_INSERT = insert(_T)
 
 LOGIN = "login"
 STEP_UP = "step_up"
@@ -29,27 +35,44 @@ def create(
     """Open a login transaction; return its ``mfa_token`` (only its hash is stored)."""
     token, token_hash = new_token()
     session.execute(
-        insert(LoginTransaction).values(
-            id=new_id(),
-            token_hash=token_hash,
-            user_id=user_id,
-            created_at=now,
-            expires_at=now + ttl,
-            failures=0,
-            purpose=purpose,
-            family_id=family_id,
-        )
+        _INSERT,
+        {
+            "id": new_id(),
+            "token_hash": token_hash,
+            "user_id": user_id,
+            "created_at": now,
+            "expires_at": now + ttl,
+            "failures": 0,
+            "purpose": purpose,
+            "family_id": family_id,
+        },
     )
     return token
 
 
-_T = table_of(LoginTransaction)
 # Built once: the login path runs these on every verify.
 _LIVE = (
     select(LoginTransaction)
     .where(col(LoginTransaction.token_hash) == bindparam("hash"))
     .with_for_update()
 )
+# The same, with its user's name: a verify needs both, and one query is cheaper than two.
+_LIVE_WITH_USER = (
+    select(LoginTransaction, _U.c.username)
+    .join(_U, _U.c.id == col(LoginTransaction.user_id))
+    .where(col(LoginTransaction.token_hash) == bindparam("hash"))
+    .with_for_update(of=LoginTransaction)
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The user a login transaction belongs to: what its audit events name."""
+
+    id: str
+    username: str
+
+
 _FAILED = update(_T).where(_T.c.id == bindparam("tx")).values(failures=_T.c.failures + 1)
 _SPEND = (
     update(_T)
@@ -61,7 +84,21 @@ _SPEND = (
 def open_live(session: Session, mfa_token: str, now: int) -> LoginTransaction:
     """The live transaction of ``mfa_token``, locked until this database transaction ends, so
     that two calls with one token take turns."""
-    tx = session.scalars(_LIVE, {"hash": digest(mfa_token)}).first()
+    return _live(session.scalars(_LIVE, {"hash": digest(mfa_token)}).first(), now)
+
+
+def open_live_with_owner(
+    session: Session, mfa_token: str, now: int
+) -> tuple[LoginTransaction, Owner]:
+    """``open_live``, and whose login it is."""
+    row = session.execute(_LIVE_WITH_USER, {"hash": digest(mfa_token)}).first()
+    if row is None:
+        raise InvalidMfaToken
+    tx = _live(row[0], now)
+    return tx, Owner(tx.user_id, row.username)
+
+
+def _live(tx: LoginTransaction | None, now: int) -> LoginTransaction:
     if tx is None or tx.spent_at is not None or tx.expires_at <= now or tx.failures >= MAX_FAILURES:
         raise InvalidMfaToken
     return tx

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from .. import passwords
+from ..db import Reader
 from ..errors import InvalidRequest, MfaError, NotFound
-from ..models import User, new_id
+from ..models import User, new_id, table_of
 from ..schemas import USERNAME_PATTERN
 from . import audit, throttle
 
@@ -85,6 +86,24 @@ def by_username(session: Session, username: str) -> User | None:
     return session.scalars(
         select(User).where(col(User.username_key) == username_key(username))
     ).first()
+
+
+_U = table_of(User)
+_CREDENTIALS = select(_U.c.id, _U.c.username, _U.c.password_hash).where(
+    _U.c.username_key == bindparam("key")
+)
+
+
+def credentials(reader: Reader, username: str) -> Row[tuple[str, str, str]] | None:
+    """The id, name and password hash of the user called ``username`` (any case), or None."""
+    return reader.execute(_CREDENTIALS, {"key": username_key(username)}).first()
+
+
+_NEW_HASH = update(_U).where(_U.c.id == bindparam("user")).values(password_hash=bindparam("new"))
+
+
+def set_password_hash(session: Session, user_id: str, password_hash: str) -> None:
+    session.execute(_NEW_HASH, {"user": user_id, "new": password_hash})
 
 
 def is_admin(ctx: Context, user_id: str) -> bool:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from ..db import Reader
 from ..factors.base import Disabled, Enrollment, Rejected
 from ..factors.webauthn import (
     Ceremony,
@@ -30,7 +31,15 @@ from ..factors.webauthn import (
     new_user_handle,
     relying_party,
 )
-from ..models import Factor, LoginTransaction, User, WebauthnCredential, WebauthnUser, table_of
+from ..models import (
+    Factor,
+    FactorFields,
+    LoginTransaction,
+    User,
+    WebauthnCredential,
+    WebauthnUser,
+    table_of,
+)
 from . import transactions
 
 if TYPE_CHECKING:
@@ -77,12 +86,19 @@ def keys_of(session: Session, user_id: str, *, active_only: bool) -> list[KeyDes
     if active_only:
         query = query.where(col(Factor.status) == "active")
     return [
-        KeyDescriptor(row.credential_id, tuple(_transports(row))) for row in session.scalars(query)
+        KeyDescriptor(row.credential_id, tuple(_transports(row.transports)))
+        for row in session.scalars(query)
     ]
 
 
-def _transports(row: WebauthnCredential) -> list[str]:
-    value = json.loads(row.transports)
+_C = table_of(WebauthnCredential)
+_DESCRIBED = select(
+    _C.c.aaguid, _C.c.transports, _C.c.backup_eligible, _C.c.backed_up, _C.c.user_verified
+).where(_C.c.factor_id == bindparam("factor"))
+
+
+def _transports(stored: str) -> list[str]:
+    value = json.loads(stored)
     return [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
 
 
@@ -171,12 +187,12 @@ class WebauthnHandler:
         # also verified its user (the UV flag: a PIN or a biometric).
         return ["hwk", "user"] if verified.user_verified else ["hwk"]
 
-    def describe(self, session: Session, factor: Factor, out: dict[str, Any]) -> None:
-        row = credential_of(session, factor.id)
+    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
+        row = reader.execute(_DESCRIBED, {"factor": factor.id}).first()
         if row is None:
             return
         out["aaguid"] = row.aaguid
-        out["transports"] = _transports(row)
+        out["transports"] = _transports(row.transports)
         out["backup_eligible"] = row.backup_eligible
         out["backed_up"] = row.backed_up
         out["user_verified"] = row.user_verified
