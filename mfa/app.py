@@ -82,6 +82,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.run(schema.ensure, ctx.db, upgrade_if_behind=False)
         await ctx.run(ctx.keys.jwks)  # makes the first signing key if there is none
+        ctx.db.checkpoint_in_background()
         async with anyio.create_task_group() as background:
             if settings.prune_interval:
                 background.start_soon(maintenance.run_periodically, ctx)

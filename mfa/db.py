@@ -24,6 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from .checkpoints import Checkpointer
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -45,13 +46,15 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=max_overflow,
             )
-            _tune_sqlite(self.engine)
+            self._path = (
+                Path(parsed.database) if parsed.database not in (None, "", ":memory:") else None
+            )
+            self._checkpointer: Checkpointer | None = None
+            _tune_sqlite(self.engine, self)
             # SQLite has one writer at a time. Writers queue here, woken the moment the lock is
             # free, rather than in SQLite's busy handler, whose growing sleeps (up to 100 ms
             # each) made the slowest writes wait seconds under load.
-            self._writer: AbstractContextManager[Any] = _WriterLock(
-                Path(parsed.database) if parsed.database not in (None, "", ":memory:") else None
-            )
+            self._writer: AbstractContextManager[Any] = _WriterLock(self._path)
             self.write_engine: Engine = self.engine.execution_options(
                 sqlite_begin="BEGIN IMMEDIATE"
             )
@@ -65,6 +68,24 @@ class Database:
             )
             self.write_engine = self.engine
             self._writer = nullcontext()
+            self._path = None
+            self._checkpointer = None
+
+    def checkpoint_in_background(self) -> None:
+        """On a SQLite file: move WAL checkpoints out of the commits into a thread of their own
+        (``mfa.checkpoints``). For the server, whose commits never stop; short-lived commands
+        keep SQLite's own, which also runs when the last connection closes."""
+        if self._path is None or self._checkpointer is not None:
+            return
+        self._checkpointer = Checkpointer(
+            self._path, self._writer, busy_timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000
+        )
+        self.engine.dispose()  # connections opened from now on leave checkpoints to it
+        self._checkpointer.start()
+
+    @property
+    def checkpoints_in_background(self) -> bool:
+        return self._checkpointer is not None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -93,6 +114,9 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
 
 
@@ -127,7 +151,7 @@ class _WriterLock:
             self._threads.release()
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, db: Database) -> None:
     # pysqlite opens transactions on its own and never with IMMEDIATE; take that job over
     # (the recipe of SQLAlchemy's SQLite dialect documentation, "Serializable isolation").
     @event.listens_for(engine, "connect")
@@ -140,6 +164,8 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if db.checkpoints_in_background:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -1,0 +1,124 @@
+"""WAL checkpoints off the request path (SQLite only: PostgreSQL has no such thing to move)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mfa import schema
+from mfa.checkpoints import Checkpointer
+from mfa.db import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'mfa.db'}")
+    schema.create(database)
+    yield database
+    database.dispose()
+
+
+def _write_rows(db: Database, count: int) -> None:
+    for _ in range(count):
+        with db.write() as session:
+            session.execute(
+                text(
+                    "INSERT INTO throttles (key, failures, blocked_until, locked)"
+                    " VALUES (:k, 1, 0, false)"
+                ),
+                {"k": f"test:{uuid.uuid4()}"},
+            )
+
+
+def test_the_server_turns_automatic_checkpoints_off_in_its_connections(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    db.checkpoint_in_background()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+
+
+def test_a_pass_copies_the_log_without_holding_writers(tmp_path: Path, db: Database) -> None:
+    _write_rows(db, 50)
+    path = tmp_path / "mfa.db"
+    checkpointer = Checkpointer(path, db._writer, limit_pages=10_000)
+    try:
+        done = checkpointer.once()
+    finally:
+        checkpointer.stop()
+    assert done.log_pages > 0
+    assert done.copied_pages == done.log_pages
+    assert not done.held_writers
+
+
+def test_a_long_log_that_a_pass_cannot_finish_is_retried_under_the_write_lock(
+    tmp_path: Path, db: Database
+) -> None:
+    db.checkpoint_in_background()  # no automatic checkpoints: the log only grows
+    path = tmp_path / "mfa.db"
+    _write_rows(db, 20)
+    # A reader holding an old snapshot keeps any checkpoint from copying what came after it,
+    # as writers appending during a pass would.
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM throttles").fetchone()
+    _write_rows(db, 100)
+    taken = threading.Event()
+    checkpointer = Checkpointer(path, _Recording(db._writer, taken), limit_pages=10)
+    try:
+        stuck = checkpointer.once()
+        assert stuck.held_writers
+        assert taken.is_set()
+        assert stuck.copied_pages < stuck.log_pages
+
+        reader.execute("COMMIT")
+        reader.close()
+        taken.clear()
+        done = checkpointer.once()
+        assert not done.held_writers
+        assert not taken.is_set()
+        assert done.copied_pages == done.log_pages > 0
+    finally:
+        checkpointer.stop()
+
+    _write_rows(db, 1)  # the log was all copied: the next writer starts it over
+    with sqlite3.connect(path) as conn:
+        _busy, log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert log_pages < 10
+
+
+def test_the_server_stops_its_checkpoint_thread_when_it_shuts_down(db: Database) -> None:
+    db.checkpoint_in_background()
+    assert any(t.name == "mfa-checkpoints" for t in threading.enumerate())
+    db.dispose()
+    assert not any(t.name == "mfa-checkpoints" for t in threading.enumerate())
+
+
+def test_postgresql_has_no_checkpoint_thread(pg_database: str) -> None:
+    database = Database(pg_database)
+    try:
+        database.checkpoint_in_background()
+        assert not database.checkpoints_in_background
+    finally:
+        database.dispose()
+
+
+class _Recording:
+    """The write lock, noting when it was taken."""
+
+    def __init__(self, inner: object, taken: threading.Event) -> None:
+        self.inner = inner
+        self.taken = taken
+
+    def __enter__(self) -> None:
+        self.taken.set()
+        self.inner.__enter__()  # type: ignore[attr-defined]
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)  # type: ignore[attr-defined]
