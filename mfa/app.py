@@ -32,21 +32,20 @@ MAX_BODY_BYTES = 64 * 1024
 
 def routes() -> list[Route]:
     return [
-        # The router tries routes in order: the busiest calls first.
         Route("/healthz", ops.healthz, methods=["GET"]),
-        Route("/api/me", login.me, methods=["GET"]),
-        Route("/api/login/verify", login.verify, methods=["POST"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
         Route("/.well-known/jwks.json", login.jwks, methods=["GET"]),
         Route("/api/users", login.signup, methods=["POST"]),
         Route("/api/login", login.password, methods=["POST"]),
         Route("/api/login/challenge", login.challenge, methods=["POST"]),
+        Route("/api/login/verify", login.verify, methods=["POST"]),
         Route("/api/token/refresh", login.refresh, methods=["POST"]),
         Route("/api/logout", login.logout, methods=["POST"]),
         Route("/api/step-up", login.step_up, methods=["POST"]),
         Route(session.COOKIE_PATH + "/refresh", session.refresh, methods=["POST"]),
         Route(session.COOKIE_PATH + "/logout", session.logout, methods=["POST"]),
+        Route("/api/me", login.me, methods=["GET"]),
         Route("/api/factors", factors.listing, methods=["GET"]),
         Route("/api/factors", factors.create, methods=["POST"]),
         Route("/api/factors/{factor_id}", factors.rename, methods=["PATCH"]),

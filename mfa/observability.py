@@ -97,9 +97,6 @@ class Observe:
     def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
         self.app = app
         self.routes = routes
-        # A path without parameters is its own template: a set lookup instead of trying every
-        # route's pattern in turn, which the router then does once more.
-        self.static = {route.path for route in routes if not route.param_convertors}
         self.access = logging.getLogger("mfa.access")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,8 +135,6 @@ class Observe:
             request_id.reset(token)
 
     def _route(self, scope: Scope) -> str:
-        if scope["path"] in self.static:
-            return str(scope["path"])
         for route in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
