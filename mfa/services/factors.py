@@ -88,7 +88,7 @@ def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
         return listing_in(session, user_id)
 
 
-# Rows, not ORM objects: the listing only reads them (and /api/me reads it on every call).
+# Rows, not ORM objects: the listing only reads them.
 _USERS_FACTORS = (
     select(_F).where(_F.c.user_id == bindparam("user_id")).order_by(_F.c.created_at, _F.c.id)
 )

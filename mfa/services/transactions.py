@@ -50,14 +50,9 @@ def create(
     return token
 
 
-# Built once: the login path runs these on every verify.
+# Built once: the login path runs these on every verify. The transaction comes with its user's
+# name (a verify needs both, and one query is cheaper than two); only its row is locked.
 _LIVE = (
-    select(LoginTransaction)
-    .where(col(LoginTransaction.token_hash) == bindparam("hash"))
-    .with_for_update()
-)
-# The same, with its user's name: a verify needs both, and one query is cheaper than two.
-_LIVE_WITH_USER = (
     select(LoginTransaction, _U.c.username)
     .join(_U, _U.c.id == col(LoginTransaction.user_id))
     .where(col(LoginTransaction.token_hash) == bindparam("hash"))
@@ -84,24 +79,20 @@ _SPEND = (
 def open_live(session: Session, mfa_token: str, now: int) -> LoginTransaction:
     """The live transaction of ``mfa_token``, locked until this database transaction ends, so
     that two calls with one token take turns."""
-    return _live(session.scalars(_LIVE, {"hash": digest(mfa_token)}).first(), now)
+    return open_live_with_owner(session, mfa_token, now)[0]
 
 
 def open_live_with_owner(
     session: Session, mfa_token: str, now: int
 ) -> tuple[LoginTransaction, Owner]:
     """``open_live``, and whose login it is."""
-    row = session.execute(_LIVE_WITH_USER, {"hash": digest(mfa_token)}).first()
+    row = session.execute(_LIVE, {"hash": digest(mfa_token)}).first()
     if row is None:
         raise InvalidMfaToken
-    tx = _live(row[0], now)
-    return tx, Owner(tx.user_id, row.username)
-
-
-def _live(tx: LoginTransaction | None, now: int) -> LoginTransaction:
-    if tx is None or tx.spent_at is not None or tx.expires_at <= now or tx.failures >= MAX_FAILURES:
+    tx: LoginTransaction = row[0]
+    if tx.spent_at is not None or tx.expires_at <= now or tx.failures >= MAX_FAILURES:
         raise InvalidMfaToken
-    return tx
+    return tx, Owner(tx.user_id, row.username)
 
 
 def count_failure(session: Session, tx: LoginTransaction) -> None:
