@@ -132,6 +132,15 @@ def enroll_first_totp(client: Any, account: Account, clock: Any, **options: Any)
 def totp_login(client: Any, account: Account, factor: dict[str, Any], clock: Any) -> dict[str, Any]:
     """A fresh login with a TOTP factor on the next time step (never used before); the tokens
     are kept on the account."""
+    account.tokens = another_totp_login(client, account, factor, clock)
+    return account.tokens
+
+
+def another_totp_login(
+    client: Any, account: Account, factor: dict[str, Any], clock: Any
+) -> dict[str, Any]:
+    """``totp_login`` from another device: its tokens (a refresh-token family of its own) are
+    returned, and the account keeps the ones it had."""
     clock.advance(30)
     start = login(client, account)
     r = client.post(
@@ -143,8 +152,8 @@ def totp_login(client: Any, account: Account, factor: dict[str, Any], clock: Any
         },
     )
     assert r.status_code == 200, r.text
-    account.tokens = r.json()
-    return account.tokens
+    tokens: dict[str, Any] = r.json()
+    return tokens
 
 
 def b64url_decode(value: str) -> bytes:

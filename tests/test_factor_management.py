@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from .drivers import RecoveryDriver
-from .helpers import Account, enroll_first_totp, hotp_code, login, signup, totp_code
-
-
-def second_login(client, account: Account, totp: dict, clock) -> dict:
-    """Another login of the same user (another device): its own refresh-token family."""
-    clock.advance(30)
-    start = login(client, account)
-    r = client.post(
-        "/api/login/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": totp["id"],
-            "code": totp_code(totp["secret"], clock()),
-        },
-    )
-    assert r.status_code == 200, r.text
-    return r.json()
+from .helpers import (
+    Account,
+    another_totp_login,
+    enroll_first_totp,
+    hotp_code,
+    signup,
+    totp_login,
+)
 
 
 def add_hotp(client, account: Account) -> dict:
@@ -59,7 +50,7 @@ def test_removing_an_active_factor_needs_a_recent_second_factor(client, clock, s
     )
     assert r.json()["error"] == "step_up_required"
 
-    account.tokens = second_login(client, account, totp, clock)
+    totp_login(client, account, totp, clock)
     assert client.delete(f"/api/factors/{hotp['id']}", headers=account.access).status_code == 204
     assert [f["id"] for f in client.get("/api/factors", headers=account.access).json()] == [
         totp["id"]
@@ -87,7 +78,7 @@ def test_a_pending_factor_is_removed_without_step_up(client, clock, settings):
 def test_confirming_a_factor_signs_out_the_users_other_logins(client, clock):
     account = signup(client)
     totp = enroll_first_totp(client, account, clock)
-    other = second_login(client, account, totp, clock)
+    other = another_totp_login(client, account, totp, clock)
     add_hotp(client, account)
     assert refresh(client, other).json()["error"] == "invalid_grant"
     assert refresh(client, account.tokens).status_code == 200
@@ -97,7 +88,7 @@ def test_removing_a_factor_signs_out_the_users_other_logins(client, clock):
     account = signup(client)
     totp = enroll_first_totp(client, account, clock)
     hotp = add_hotp(client, account)
-    other = second_login(client, account, totp, clock)
+    other = another_totp_login(client, account, totp, clock)
     assert client.delete(f"/api/factors/{hotp['id']}", headers=account.access).status_code == 204
     assert refresh(client, other).json()["error"] == "invalid_grant"
     assert refresh(client, account.tokens).status_code == 200
@@ -106,7 +97,7 @@ def test_removing_a_factor_signs_out_the_users_other_logins(client, clock):
 def test_new_recovery_codes_sign_out_the_users_other_logins(client, clock):
     account = signup(client)
     totp = enroll_first_totp(client, account, clock)
-    other = second_login(client, account, totp, clock)
+    other = another_totp_login(client, account, totp, clock)
     RecoveryDriver().generate(client, account)
     assert refresh(client, other).json()["error"] == "invalid_grant"
     assert refresh(client, account.tokens).status_code == 200
@@ -115,7 +106,7 @@ def test_new_recovery_codes_sign_out_the_users_other_logins(client, clock):
 def test_renaming_a_factor_signs_out_nobody(client, clock):
     account = signup(client)
     totp = enroll_first_totp(client, account, clock)
-    other = second_login(client, account, totp, clock)
+    other = another_totp_login(client, account, totp, clock)
     r = client.patch(
         f"/api/factors/{totp['id']}", json={"label": "old phone"}, headers=account.access
     )
