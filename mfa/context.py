@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
@@ -38,7 +40,12 @@ class Context:
     keys: KeyStore
     clock: Callable[[], float] = time.time
     _hash_limiter: CapacityLimiter | None = field(default=None, repr=False)
+    _hash_slots: threading.BoundedSemaphore = field(init=False, repr=False)
     _work_limiter: CapacityLimiter | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Made here, not on first use: threads would race to make it.
+        self._hash_slots = threading.BoundedSemaphore(self.settings.hash_concurrency)
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Context:
@@ -81,13 +88,24 @@ class Context:
         return await self.run(fn, *args, **kwargs)
 
     async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a password hash in a thread, at most one per core at a time.
+        """Run work around a password hash (a login: its claim, the hash, its writes) in a
+        thread; the hash itself takes a slot with ``hashing``.
 
-        argon2id is memory-hard and CPU-bound: more hashes at once than cores only queue inside
-        the kernel, holding worker threads that other requests need.
+        There are twice as many such threads as slots: while one waits for the database
+        before or after its hash (a commit's flush on PostgreSQL), another can hash.
         """
         if self._hash_limiter is None:
-            self._hash_limiter = CapacityLimiter(self.settings.hash_concurrency)
+            self._hash_limiter = CapacityLimiter(2 * self.settings.hash_concurrency)
         return await anyio.to_thread.run_sync(
             lambda: fn(*args, **kwargs), limiter=self._hash_limiter
         )
+
+    @contextmanager
+    def hashing(self) -> Iterator[None]:
+        """Hold one of ``hash_concurrency`` slots for a password hash, in a worker thread.
+
+        argon2id is memory-hard and CPU-bound: more hashes at once than cores only queue
+        inside the kernel and thrash the caches.
+        """
+        with self._hash_slots:
+            yield

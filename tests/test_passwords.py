@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
+import anyio
 import argon2
 import pytest
 from starlette.testclient import TestClient
 
 from mfa import passwords
 from mfa.app import create_app
+from mfa.context import Context
 from mfa.models import User
 
 from .helpers import login, signup
@@ -96,3 +100,48 @@ def test_unknown_users_cost_a_real_verification(monkeypatch, client):
     assert r.status_code == 401
     assert len(calls) == 1
     assert argon2.extract_parameters(calls[0]).memory_cost == 19 * 1024
+
+
+def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_database_work(
+    settings,
+):
+    """A login holds a hashing slot only for its hash: twice as many logins are under way, so
+    one can do its database work while another hashes, and the cores never see more hashes
+    than ``hash_concurrency``."""
+    ctx = Context.create(replace(settings, hash_concurrency=2))
+    lock = threading.Lock()
+    now = {"threads": 0, "hashes": 0}
+    most = {"threads": 0, "hashes": 0}
+
+    def enter(what: str) -> None:
+        with lock:
+            now[what] += 1
+            most[what] = max(most[what], now[what])
+
+    def leave(what: str) -> None:
+        with lock:
+            now[what] -= 1
+
+    def attempt() -> None:
+        enter("threads")
+        time.sleep(0.02)  # the claim
+        with ctx.hashing():
+            enter("hashes")
+            passwords.verify_password(STORED, "a fine password")
+            leave("hashes")
+        time.sleep(0.02)  # the writes after
+        leave("threads")
+
+    async def many() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(ctx.run_hashing, attempt)
+
+    try:
+        anyio.run(many)
+    finally:
+        ctx.db.dispose()
+    assert most == {"threads": 4, "hashes": 2}
+
+
+STORED = passwords.hash_password("a fine password")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, delete, func, insert, select
 from sqlmodel import Session, col
 
+from ..db import Writer
 from ..models import Account, AuditEvent, FactorFields, User, table_of
 from ..observability import count_event
 
@@ -56,7 +57,7 @@ _INSERT = insert(table_of(AuditEvent))  # built once: every login writes several
 
 
 def record(
-    session: Session,
+    session: Writer,
     event: str,
     *,
     now: int,
@@ -84,7 +85,7 @@ def record(
 
 
 def about_factor(
-    session: Session,
+    session: Writer,
     event: str,
     user: Account,
     factor: FactorFields | None,

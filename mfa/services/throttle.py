@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
 
+from ..db import Reader, Writer, dialect_name
 from ..errors import Locked, TooManyAttempts
 from ..models import Throttle, table_of
 
@@ -99,14 +99,15 @@ _CLEAR = (
 )
 
 
-def claim(session: Session, policy: Policy, subject: str, now: int) -> int:
+def claim(session: Writer, policy: Policy, subject: str, now: int) -> int:
     """Count an attempt before it is checked; raise if it must not be checked at all.
 
     Returns the attempt's number in the current run of failures.
     """
     k = key(policy, subject)
-    dialect = session.get_bind().dialect.name
-    number: int | None = session.execute(_CLAIM[dialect], {"k": k, "now": now}).scalar()
+    number: int | None = session.execute(
+        _CLAIM[dialect_name(session)], {"k": k, "now": now}
+    ).scalar()
     if number is None:
         row = session.execute(_STATE, {"k": k}).one()
         if row.locked:
@@ -118,11 +119,11 @@ def claim(session: Session, policy: Policy, subject: str, now: int) -> int:
     return number
 
 
-def succeeded(session: Session, policy: Policy, subject: str) -> None:
+def succeeded(session: Writer, policy: Policy, subject: str) -> None:
     session.execute(_RESET, {"k": key(policy, subject)})
 
 
-def lock_if_exhausted(session: Session, policy: Policy, subject: str) -> bool:
+def lock_if_exhausted(session: Writer, policy: Policy, subject: str) -> bool:
     """After a failure: lock once the run of failures reaches the limit. True if it locked now."""
     if not policy.locks:
         return False
@@ -130,12 +131,12 @@ def lock_if_exhausted(session: Session, policy: Policy, subject: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def clear(session: Session, policy: Policy, subject: str) -> bool:
+def clear(session: Writer, policy: Policy, subject: str) -> bool:
     """Forget failures, back-off and lock (an admin's unlock). True if anything was set."""
     result = session.execute(_CLEAR, {"k": key(policy, subject)})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def is_locked(session: Session, policy: Policy, subject: str) -> bool:
+def is_locked(session: Reader, policy: Policy, subject: str) -> bool:
     row = session.execute(_STATE, {"k": key(policy, subject)}).first()
     return bool(row and row.locked)

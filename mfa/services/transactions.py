@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, col
 
+from ..db import Writer
 from ..errors import InvalidMfaToken
 from ..models import LoginTransaction, User, new_id, table_of
 from ..opaque import digest, new_token
@@ -24,7 +25,7 @@ STEP_UP = "step_up"
 
 
 def create(
-    session: Session,
+    session: Writer,
     user_id: str,
     now: int,
     ttl: int,

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from .. import passwords
-from ..db import Reader
+from ..db import Reader, Writer
 from ..errors import InvalidRequest, MfaError, NotFound
 from ..models import User, new_id, table_of
 from ..schemas import USERNAME_PATTERN
@@ -48,8 +48,13 @@ async def create(
     passwords.check_policy(password)
     if await ctx.run(find, ctx, username) is not None:
         raise UsernameTaken
-    password_hash = await ctx.run_hashing(passwords.hash_password, password)
+    password_hash = await ctx.run_hashing(_hash, ctx, password)
     return await ctx.run(_insert, ctx, username, password_hash, admin, meta, event)
+
+
+def _hash(ctx: Context, password: str) -> str:
+    with ctx.hashing():
+        return passwords.hash_password(password)
 
 
 def _insert(
@@ -102,7 +107,7 @@ def credentials(reader: Reader, username: str) -> Row[tuple[str, str, str]] | No
 _NEW_HASH = update(_U).where(_U.c.id == bindparam("user")).values(password_hash=bindparam("new"))
 
 
-def set_password_hash(session: Session, user_id: str, password_hash: str) -> None:
+def set_password_hash(session: Writer, user_id: str, password_hash: str) -> None:
     session.execute(_NEW_HASH, {"user": user_id, "new": password_hash})
 
 
