@@ -35,7 +35,7 @@ Writer: TypeAlias = Session | Connection
 
 
 def dialect_name(runner: Reader) -> str:
-    """ "sqlite" or "postgresql", for the few statements that differ between them."""
+    """The backend's name ("sqlite" or "postgresql"), for the few statements that differ."""
     if isinstance(runner, Connection):
         return runner.dialect.name
     return runner.get_bind().dialect.name
@@ -116,35 +116,28 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A read-write transaction: commits when the block ends, rolls back if it raises."""
-        # The connection is checked out before the write lock is taken and returned after it
-        # is released: one writer at a time is the bottleneck, so nothing else waits inside.
         with (
-            self.write_connection() as conn,
             self._writer,
-            Session(conn, expire_on_commit=False) as session,
+            Session(self.write_engine, expire_on_commit=False) as session,
             session.begin(),
         ):
             yield session
 
     @contextmanager
-    def begin(self, conn: Connection | None = None) -> Iterator[Connection]:
-        """``write``'s transaction on a bare connection, without the ORM: for paths that only
-        run prebuilt statements, where a Session's bookkeeping costs more than they do. On
-        ``conn`` (from ``write_connection``) if given, else on one from the pool."""
-        if conn is not None:
-            with self._writer, conn.begin():
-                yield conn
-            return
-        with self.write_connection() as own, self._writer, own.begin():
-            yield own
-
-    @contextmanager
     def write_connection(self) -> Iterator[Connection]:
-        """One connection for several short write transactions in a row (``begin(conn)``): a
-        checkout from the pool costs more than a short transaction, most of all on a core whose
-        caches a password hash has just flushed."""
+        """A bare connection for several short write transactions in a row (``begin``): one
+        checkout from the pool instead of one each. A checkout costs more than such a
+        transaction, most of all on a core whose caches a password hash has just flushed."""
         with self.write_engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def begin(self, conn: Connection) -> Iterator[None]:
+        """``write``'s transaction on ``conn`` (from ``write_connection``), without the ORM: for
+        paths that only run prebuilt statements, where a Session's bookkeeping costs more than
+        they do."""
+        with self._writer, conn.begin():
+            yield
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
