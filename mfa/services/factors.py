@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, func, select
 from sqlmodel import Session, col
 
-from ..db import Reader
+from ..db import Reader, Writer
 from ..errors import (
     InvalidRequest,
     Locked,
@@ -236,7 +236,7 @@ def confirm(
 
 
 def record_failure(
-    session: Session,
+    session: Writer,
     user: Account,
     factor: Factor | None,
     reason: str,
@@ -254,7 +254,7 @@ def record_failure(
 
 
 def record_throttled(
-    session: Session,
+    session: Writer,
     user: Account,
     refusal: TooManyAttempts | Locked,
     now: int,

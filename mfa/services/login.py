@@ -27,7 +27,8 @@ from ..errors import (
     VerificationFailed,
 )
 from ..factors.base import Disabled, Rejected
-from ..models import Account, Factor
+from ..models import Account, Factor, LoginTransaction
+from ..opaque import digest
 from . import audit, recovery, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure, record_throttled
 from .handlers import HANDLERS, Answer
@@ -202,28 +203,32 @@ def verify(
     signer = ctx.keys.signer()
     error: MfaError | None = None
     with ctx.db.write() as session:
-        tx, user = transactions.open_live_with_owner(session, mfa_token, now)
+        # Statements that load no objects go straight to the transaction's connection: through
+        # the Session they cost about twice as much, for bookkeeping they do not need.
+        conn = session.connection()
+        tx, user, factor = _open_with_factor(session, mfa_token, factor_id, now)
         family = tx.family_id if tx.purpose == transactions.STEP_UP else None
         if family is not None and not tokens.family_live(session, family, now):
             raise InvalidMfaToken  # the login this step-up would raise has ended meanwhile
         try:
-            throttle.claim(session, throttle.MFA, user.id, now)
+            throttle.claim(conn, throttle.MFA, user.id, now)
         except (TooManyAttempts, Locked) as e:
-            transactions.count_failure(session, tx)
-            record_throttled(session, user, e, now, meta, stage="second_factor")
+            transactions.count_failure(conn, tx)
+            record_throttled(conn, user, e, now, meta, stage="second_factor")
             error = e
         else:
-            factor = _factor_for(session, user, factor_id, answer)
+            if factor_id is None:
+                factor = _locate(session, user, answer)
             try:
                 if factor is None:
                     raise Rejected("unknown_factor")
                 methods = HANDLERS[factor.type].check(session, ctx, factor, answer, now, tx)
             except Rejected as r:
-                transactions.count_failure(session, tx)
-                record_failure(session, user, factor, r.reason, now, meta, stage="login")
+                transactions.count_failure(conn, tx)
+                record_failure(conn, user, factor, r.reason, now, meta, stage="login")
                 if isinstance(r, Disabled) and factor is not None:
                     audit.about_factor(
-                        session,
+                        conn,
                         "factor_disabled",
                         user,
                         factor,
@@ -233,10 +238,10 @@ def verify(
                     )
                 error = VerificationFailed()
             else:
-                transactions.spend(session, tx, now)
-                throttle.succeeded(session, throttle.MFA, user.id)
+                transactions.spend(conn, tx, now)
+                throttle.succeeded(conn, throttle.MFA, user.id)
                 audit.about_factor(
-                    session,
+                    conn,
                     "factor_succeeded",
                     user,
                     factor,
@@ -248,7 +253,7 @@ def verify(
                     raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
                 # A step-up keeps "pwd": the login it continues began with the password.
                 issued = tokens.issue(
-                    session,
+                    conn,
                     ctx,
                     user_id=user.id,
                     amr=["pwd", *methods, "mfa"],
@@ -264,12 +269,34 @@ def verify(
     return issued.signed(signer) | told
 
 
-def _factor_for(
-    session: Session, user: Account, factor_id: str | None, answer: Answer
-) -> Factor | None:
-    if factor_id is not None:
-        return _active_factor(session, user.id, factor_id)
-    # A security key's credential names its factor by the credential id.
+# A verify that names its factor reads it along with the login and its user's name.
+_LIVE_WITH_FACTOR = transactions.LIVE.add_columns(Factor).outerjoin(
+    Factor,
+    (col(Factor.id) == bindparam("factor_id"))
+    & (col(Factor.user_id) == col(LoginTransaction.user_id))
+    & (col(Factor.status) == "active"),
+)
+
+
+def _open_with_factor(
+    session: Session, mfa_token: str, factor_id: str | None, now: int
+) -> tuple[LoginTransaction, Account, Factor | None]:
+    """The live login transaction of ``mfa_token``, its owner, and the owner's active factor
+    ``factor_id`` (None if there is no such factor, or no id)."""
+    if factor_id is None:
+        tx, owner = transactions.open_live_with_owner(session, mfa_token, now)
+        return tx, owner, None
+    row = session.execute(
+        _LIVE_WITH_FACTOR, {"hash": digest(mfa_token), "factor_id": factor_id}
+    ).first()
+    tx, owner = transactions.live(row, now)
+    assert row is not None
+    factor: Factor | None = row[2]
+    return tx, owner, factor
+
+
+def _locate(session: Session, user: Account, answer: Answer) -> Factor | None:
+    """The factor a security key's credential names by its credential id."""
     locate = getattr(HANDLERS.get("webauthn"), "locate", None)
     if isinstance(answer, dict) and locate is not None:
         found: Factor | None = locate(session, user.id, answer)

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlmodel import Session, col
 
 from .. import jwt
+from ..db import Writer
 from ..errors import InvalidGrant, MfaError, Unauthorized
 from ..models import RefreshToken, User, new_id, table_of
 from ..opaque import digest, new_token
@@ -57,7 +58,7 @@ class Issued:
 
 
 def issue(
-    session: Session,
+    session: Writer,
     ctx: Context,
     *,
     user_id: str,

@@ -4,8 +4,9 @@ factor. Short-lived, stored as a hash, dead after 5 failed verify calls, spent o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlmodel import Session, col
 
 from ..db import Writer
@@ -53,7 +54,7 @@ def create(
 
 # Built once: the login path runs these on every verify. The transaction comes with its user's
 # name (a verify needs both, and one query is cheaper than two); only its row is locked.
-_LIVE = (
+LIVE = (
     select(LoginTransaction, _U.c.username)
     .join(_U, _U.c.id == col(LoginTransaction.user_id))
     .where(col(LoginTransaction.token_hash) == bindparam("hash"))
@@ -87,7 +88,12 @@ def open_live_with_owner(
     session: Session, mfa_token: str, now: int
 ) -> tuple[LoginTransaction, Owner]:
     """``open_live``, and whose login it is."""
-    row = session.execute(_LIVE, {"hash": digest(mfa_token)}).first()
+    return live(session.execute(LIVE, {"hash": digest(mfa_token)}).first(), now)
+
+
+def live(row: Row[Any] | None, now: int) -> tuple[LoginTransaction, Owner]:
+    """The transaction and owner of a row of ``LIVE`` (or of a query built on it), if it is
+    still live."""
     if row is None:
         raise InvalidMfaToken
     tx: LoginTransaction = row[0]
@@ -96,11 +102,11 @@ def open_live_with_owner(
     return tx, Owner(tx.user_id, row.username)
 
 
-def count_failure(session: Session, tx: LoginTransaction) -> None:
+def count_failure(session: Writer, tx: LoginTransaction) -> None:
     session.execute(_FAILED, {"tx": tx.id})
 
 
-def spend(session: Session, tx: LoginTransaction, now: int) -> None:
+def spend(session: Writer, tx: LoginTransaction, now: int) -> None:
     result = session.execute(_SPEND, {"tx": tx.id, "at": now})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise InvalidMfaToken
