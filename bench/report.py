@@ -189,7 +189,8 @@ def markdown(rows: list[Row], env: Environment, schema: str, extra_notes: list[s
             "answers, socket errors and timeouts. Latencies are wrk's (from the request's "
             "write to its answer).",
             "- vs /healthz: the rate as a share of `GET /healthz` measured against the same "
-            "server in the same run.",
+            "server in the same run: the mean of a run before `/api/me` and one after the TOTP "
+            "verifications, since the speed of a shared machine drifts from minute to minute.",
             "- Verification at half peak: the same request on fresh users, paced at half the "
             "peak rate just measured: each wrk thread hands out evenly spaced send slots to "
             "its free connections through wrk's `delay()`.",
