@@ -2,8 +2,9 @@
 
 No path here issues an access token without a second factor. A verify call is one write
 transaction that, in this order, locks the login transaction (reading the factor it names
-along with it), claims a throttle slot for the user, checks the answer and accepts it with a conditional update, and spends the login
-transaction. Failures are recorded in that same transaction and raised after it commits.
+along with it), claims a throttle slot for the user, checks the answer and accepts it with a
+conditional update, and spends the login transaction. Failures are recorded in that same
+transaction and raised after it commits.
 """
 
 from __future__ import annotations
