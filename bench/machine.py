@@ -16,6 +16,10 @@ from pathlib import Path
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
+# Commands whose processes count as the service's too while a phase uses them: the database
+# server (PostgreSQL's backends do the queries of the service under test).
+SERVICE_COMMANDS: set[str] = set()
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -34,28 +38,33 @@ def _system() -> tuple[int, int] | None:
     return user + nice + system + steal, sum(fields[:8])
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, own and reaped children's CPU ticks) of a live process."""
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(command, parent pid, own and reaped children's CPU ticks) of a live process."""
     try:
         text = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+    command = text[text.index("(") + 1 : text.rindex(")")]
     rest = text[text.rindex(")") + 2 :].split()
-    return int(rest[1]), float(sum(int(v) for v in rest[11:15]))
+    return command, int(rest[1]), float(sum(int(v) for v in rest[11:15]))
 
 
 def _ours() -> float:
-    """Ticks of this process, its reaped children, and every live descendant."""
+    """Ticks of this process, its reaped children, every live descendant, and the processes
+    of ``SERVICE_COMMANDS``."""
     me = os.getpid()
     parents: dict[int, int] = {}
     ticks: dict[int, float] = {}
+    total = 0.0
     for entry in _PROC.iterdir():
         if entry.name.isdigit() and int(entry.name) != me:
             found = _stat(int(entry.name))
-            if found is not None:
-                parents[int(entry.name)], ticks[int(entry.name)] = found
-    total = 0.0
+            if found is None:
+                continue
+            command, parents[int(entry.name)], ticks[int(entry.name)] = found
+            if command in SERVICE_COMMANDS:
+                total += ticks.pop(int(entry.name))
     for pid, cpu in ticks.items():
         ancestor, hops = parents.get(pid), 0
         while ancestor is not None and ancestor not in (me, 0, 1) and hops < 64:

@@ -201,8 +201,9 @@ def markdown(rows: list[Row], env: Environment, schema: str, extra_notes: list[s
             "login transaction keeps the ceremony of `login.challenge` that one assertion made "
             "beforehand answers; each assertion is sent once, `{mfa_token, credential}`.",
             "- Other load: the bench reads /proc to tell its own processes' CPU time (driver, "
-            "server, wrk) from everything else's, waits up to a minute for quiet before each "
-            "database, and flags every run during which others took more than 10% of the cores.",
+            "server, wrk, and PostgreSQL's while it is measured) from everything else's, waits "
+            "up to a minute for quiet before each database, and flags every run during which "
+            "others took more than 10% of the cores.",
             "- /healthz under login saturation: password logins at full load and, at the same "
             f"time, a light /healthz probe ({settings.PROBE_RATE} requests/s over "
             f"{settings.PROBE_CONNECTIONS} connections).",
