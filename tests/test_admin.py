@@ -11,7 +11,7 @@ from sqlalchemy import update
 from mfa.models import Throttle, User
 
 from .drivers import RecoveryDriver
-from .helpers import bearer, enroll_first_totp, login, signup, totp_code
+from .helpers import bearer, enroll_first_totp, login, signup, totp_login
 from .operators import lock_out, log_in_again, make_admin
 
 ADMIN_ENDPOINTS = [
@@ -167,17 +167,7 @@ def test_a_reset_also_clears_the_lock(client, clock):
     assert r.json()["unlocked"] is True
     alice.factors.clear()
     new = enroll_first_totp(client, alice, clock)
-    clock.advance(30)
-    start = login(client, alice)
-    r = client.post(
-        "/api/login/verify",
-        json={
-            "mfa_token": start["mfa_token"],
-            "factor_id": new["id"],
-            "code": totp_code(new["secret"], clock()),
-        },
-    )
-    assert r.status_code == 200, r.text
+    totp_login(client, alice, new, clock)  # asserts the login succeeds
 
 
 def test_a_reset_needs_a_recent_second_factor_of_the_admin(client, clock, settings):
