@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from ..db import Reader
+from ..db import Reader, dialect_name
 from ..factors.base import Disabled, Enrollment, Rejected
 from ..factors.webauthn import (
     Ceremony,
@@ -56,9 +56,7 @@ def rp_of(ctx: Context) -> RelyingParty:
 def user_handle(session: Session, user_id: str, now: int) -> bytes:
     """The user's handle, made on first use and the same ever after (section 14.6.1)."""
     table = table_of(WebauthnUser)
-    dialect_insert = (
-        sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
-    )
+    dialect_insert = sqlite.insert if dialect_name(session) == "sqlite" else postgresql.insert
     # Two first enrollments at once must not both insert: the second one keeps the first handle.
     session.execute(
         dialect_insert(table)
