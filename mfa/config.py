@@ -104,16 +104,16 @@ class Settings:
                 p.strip() for p in env.get("MFA_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
             key_cache_seconds=_seconds(env, "MFA_KEY_CACHE_SECONDS", 30),
-            db_pool_size=_seconds(env, "MFA_DB_POOL_SIZE", 10),
+            db_pool_size=_positive(env, "MFA_DB_POOL_SIZE", 10),
             db_max_overflow=_count(env, "MFA_DB_MAX_OVERFLOW", 10),
             log_level=_level(env.get("MFA_LOG_LEVEL", "INFO")),
             access_log=_bool(env, "MFA_ACCESS_LOG", default=True),
-            worker_threads=_seconds(
+            worker_threads=_positive(
                 env, "MFA_WORKER_THREADS", _default_worker_threads(database_url)
             ),
             # Password hashes at once in this process; `mfa serve` shares the cores among its
             # workers, since argon2id past one hash per core only thrashes caches.
-            hash_concurrency=_seconds(env, "MFA_HASH_CONCURRENCY", os.cpu_count() or 1),
+            hash_concurrency=_positive(env, "MFA_HASH_CONCURRENCY", os.cpu_count() or 1),
             audit_retention_days=_count(env, "MFA_AUDIT_RETENTION_DAYS", 365),
             prune_interval=_count(env, "MFA_PRUNE_INTERVAL", 3600),
         )
@@ -174,16 +174,21 @@ def _level(value: str) -> str:
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    return _positive(env, name, default, "a whole number of seconds")
+
+
+def _positive(env: Mapping[str, str], name: str, default: int, what: str = "a whole number") -> int:
+    """A whole number, 1 or more (a duration, a pool size, a thread count)."""
     value = env.get(name)
     if value is None or value == "":
         return default
     try:
-        seconds = int(value)
+        number = int(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number of seconds") from None
-    if seconds <= 0:
+        raise ConfigError(f"{name} must be {what}") from None
+    if number <= 0:
         raise ConfigError(f"{name} must be positive")
-    return seconds
+    return number
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
