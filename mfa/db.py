@@ -25,18 +25,20 @@ from sqlmodel import Session
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from .checkpoints import Checkpointer
+from .direct import Direct
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
-# What a read or a write runs on: a Session, or a bare Connection where the ORM costs more
-# than the statements (the hottest paths: /api/me, password logins).
-Reader: TypeAlias = Session | Connection
-Writer: TypeAlias = Session | Connection
+# What a read or a write runs on: a Session, a bare Connection where the ORM costs more than
+# the statements (/api/me, password logins), or the driver's own connection where SQLAlchemy's
+# execution costs more than the statements (a login's verify: ``mfa.direct``).
+Reader: TypeAlias = Session | Connection | Direct
+Writer: TypeAlias = Session | Connection | Direct
 
 
 def dialect_name(runner: Reader) -> str:
     """The backend's name ("sqlite" or "postgresql"), for the few statements that differ."""
-    if isinstance(runner, Connection):
+    if isinstance(runner, Connection | Direct):
         return runner.dialect.name
     return runner.get_bind().dialect.name
 
@@ -138,6 +140,26 @@ class Database:
         they do."""
         with self._writer, conn.begin():
             yield
+
+    @contextmanager
+    def direct(self) -> Iterator[Direct]:
+        """``write``'s transaction on the driver's own connection (``mfa.direct``): for the
+        login's verify, where SQLAlchemy's execution of each statement cost more than the
+        database's."""
+        with self._writer:
+            conn = self.write_engine.raw_connection()
+            try:
+                cursor = conn.cursor()
+                if self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")  # psycopg begins one by itself
+                yield Direct(cursor, self.engine.dialect)
+                cursor.close()
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                conn.close()  # back to the pool
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -8,6 +8,7 @@ Secrets live only in ``LargeBinary`` columns holding sealed values; tokens only 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import (
@@ -113,6 +114,42 @@ class FactorFields(Protocol):
     def suite(self) -> str | None: ...
     @property
     def serial(self) -> str | None: ...
+
+
+class FactorState(FactorFields, Protocol):
+    """What checking an answer reads of a factor: a ``Factor``, or a ``FactorRow``."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def secret(self) -> bytes | None: ...
+    @property
+    def counter(self) -> int: ...
+    @property
+    def pin(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class FactorRow:
+    """A factor's columns as a login's verify reads them, without the ORM (``mfa.direct``);
+    ``challenge`` is left out (a login keeps its challenge on its ``LoginTransaction``)."""
+
+    id: str
+    user_id: str
+    type: str
+    label: str
+    status: str
+    created_at: int
+    confirmed_at: int | None
+    last_used_at: int | None
+    secret: bytes | None
+    algorithm: str | None
+    digits: int | None
+    period: int | None
+    counter: int
+    suite: str | None
+    pin: bytes | None
+    serial: str | None
 
 
 class RecoveryCode(SQLModel, table=True):

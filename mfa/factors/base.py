@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from ..models import Factor
+from ..models import FactorState
 
 
 class Rejected(Exception):
@@ -60,10 +60,10 @@ class CodeFactorType(Protocol):
 
     def enroll(self, options: Any, *, issuer: str, account: str) -> Enrollment: ...
 
-    def challenge(self, factor: Factor, *, now: int) -> Challenge: ...
+    def challenge(self, factor: FactorState, *, now: int) -> Challenge: ...
 
     def verify(
-        self, factor: Factor, secret: bytes, code: str, *, now: int, state: str | None
+        self, factor: FactorState, secret: bytes, code: str, *, now: int, state: str | None
     ) -> Accepted: ...
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import ClassVar
 
-from ..models import Factor
+from ..models import FactorState
 from ..schemas import HotpEnroll
 from .base import Accepted, Challenge, Enrollment, Rejected, digits_only
 from .otp import b32, find_counter, generator, key_uri, new_key, otp_params, qr_codes
@@ -33,18 +33,18 @@ class Hotp:
         columns = {"algorithm": options.algorithm, "digits": options.digits, "counter": 0}
         return Enrollment(columns, key, {"secret": b32(key), "otpauth_uri": uri, **qr_codes(uri)})
 
-    def challenge(self, factor: Factor, *, now: int) -> Challenge:
+    def challenge(self, factor: FactorState, *, now: int) -> Challenge:
         return Challenge()
 
     def verify(
-        self, factor: Factor, secret: bytes, code: str, *, now: int, state: str | None
+        self, factor: FactorState, secret: bytes, code: str, *, now: int, state: str | None
     ) -> Accepted:
         algorithm, digits = otp_params(factor)
         otp = generator(secret, algorithm, digits)
         candidates = range(factor.counter, factor.counter + LOOK_AHEAD + 1)
         return Accepted(find_counter(otp, code, digits, candidates))
 
-    def resync(self, factor: Factor, secret: bytes, code1: str, code2: str) -> Accepted:
+    def resync(self, factor: FactorState, secret: bytes, code1: str, code2: str) -> Accepted:
         """Find two consecutive codes within the resync window; the counter is the second's."""
         algorithm, digits = otp_params(factor)
         code1, code2 = digits_only(code1, digits), digits_only(code2, digits)

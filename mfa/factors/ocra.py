@@ -17,7 +17,7 @@ import secrets
 from typing import TYPE_CHECKING, ClassVar
 
 from .. import ocra
-from ..models import Factor
+from ..models import FactorState
 from .base import Accepted, Challenge, Enrollment, Rejected
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def servable(text: str) -> ocra.Suite:
     return suite
 
 
-def suite_of(factor: Factor) -> ocra.Suite:
+def suite_of(factor: FactorState) -> ocra.Suite:
     if factor.suite is None:
         raise ValueError(f"factor {factor.id} has no OCRA suite")
     return ocra.parse_suite(factor.suite)
@@ -82,14 +82,14 @@ class Ocra:
         reveal = {"secret": key.hex(), "suite": suite.text, "question": question}
         return Enrollment(columns, key, reveal, challenge=question)
 
-    def challenge(self, factor: Factor, *, now: int) -> Challenge:
+    def challenge(self, factor: FactorState, *, now: int) -> Challenge:
         suite = suite_of(factor)
         question = ocra.new_question(suite)
         return Challenge({"question": question, "suite": suite.text}, state=question)
 
     def verify(
         self,
-        factor: Factor,
+        factor: FactorState,
         secret: bytes,
         code: str,
         *,
@@ -128,7 +128,7 @@ class Ocra:
         raise Rejected("wrong_code")
 
 
-def _candidates(suite: ocra.Suite, factor: Factor, now: int) -> list[int | None]:
+def _candidates(suite: ocra.Suite, factor: FactorState, now: int) -> list[int | None]:
     """The counters or time steps to try, oldest first; ``[None]`` for a suite with neither."""
     if suite.counter:
         return list(range(factor.counter, factor.counter + LOOK_AHEAD + 1))

@@ -16,7 +16,7 @@ import qrcode
 import qrcode.constants
 import qrcode.image.svg
 
-from ..models import Factor
+from ..models import FactorState
 from .base import Rejected, digits_only
 
 ALGORITHMS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
@@ -38,7 +38,7 @@ def generator(key: bytes, algorithm: str, digits: int) -> pyotp.HOTP:
     return pyotp.HOTP(b32(key), digits=digits, digest=ALGORITHMS[algorithm])
 
 
-def otp_params(factor: Factor) -> tuple[str, int]:
+def otp_params(factor: FactorState) -> tuple[str, int]:
     """The algorithm and number of digits of an OTP factor."""
     if factor.algorithm not in ALGORITHMS or factor.digits is None:
         raise ValueError(f"factor {factor.id} lacks its OTP parameters")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..models import Factor
+from ..models import FactorState
 from ..schemas import TotpEnroll
 from .base import Accepted, Challenge, Enrollment
 from .otp import b32, find_counter, generator, key_uri, new_key, otp_params, qr_codes
@@ -39,11 +39,11 @@ class Totp:
         }
         return Enrollment(columns, key, {"secret": b32(key), "otpauth_uri": uri, **qr_codes(uri)})
 
-    def challenge(self, factor: Factor, *, now: int) -> Challenge:
+    def challenge(self, factor: FactorState, *, now: int) -> Challenge:
         return Challenge()
 
     def verify(
-        self, factor: Factor, secret: bytes, code: str, *, now: int, state: str | None
+        self, factor: FactorState, secret: bytes, code: str, *, now: int, state: str | None
     ) -> Accepted:
         algorithm, digits = otp_params(factor)
         period = factor.period or 30

@@ -14,6 +14,7 @@ from sqlalchemy import Select, delete, func, insert, select
 from sqlmodel import Session, col
 
 from ..db import Writer
+from ..direct import prepared
 from ..models import Account, AuditEvent, FactorFields, User, table_of
 from ..observability import count_event
 
@@ -53,7 +54,7 @@ EVENTS = frozenset(
 )
 
 
-_INSERT = insert(table_of(AuditEvent))  # built once: every login writes several
+_INSERT = prepared(insert(table_of(AuditEvent)))  # built once: every login writes several
 
 
 def record(

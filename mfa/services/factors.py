@@ -238,7 +238,7 @@ def confirm(
 def record_failure(
     session: Writer,
     user: Account,
-    factor: Factor | None,
+    factor: FactorFields | None,
     reason: str,
     now: int,
     meta: RequestMeta,

@@ -13,19 +13,29 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from .. import ocra
-from ..db import Reader
+from ..db import Reader, Writer
+from ..direct import prepared
 from ..errors import InvalidRequest
 from ..factors.base import Accepted, CodeFactorType, Enrollment, Rejected
 from ..factors.hotp import Hotp
 from ..factors.ocra import Ocra
 from ..factors.totp import Totp
-from ..models import Factor, FactorFields, HardwareToken, LoginTransaction, User, table_of
+from ..models import (
+    Factor,
+    FactorFields,
+    FactorState,
+    HardwareToken,
+    LoginTransaction,
+    User,
+    table_of,
+)
 from ..secretbox import SealError
 from . import transactions
 from .recovery import RecoveryHandler
+from .transactions import Login
 from .webauthn import WebauthnHandler
 
 log = logging.getLogger(__name__)
@@ -56,14 +66,15 @@ class Handler(Protocol):
 
     def check(
         self,
-        session: Session,
+        writer: Writer,
         ctx: Context,
-        factor: Factor,
+        factor: FactorState,
         answer: Answer,
         now: int,
-        tx: LoginTransaction | None,
+        tx: Login | None,
     ) -> list[str]:
-        """Accept ``answer`` for good and return its RFC 8176 ``amr`` values, or raise."""
+        """Accept ``answer`` for good and return its RFC 8176 ``amr`` values, or raise. Runs in
+        a login's verify, on its ``Direct`` transaction: statements only, no ORM."""
         ...
 
     def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None: ...
@@ -73,7 +84,7 @@ def secret_context(factor_id: str) -> str:
     return f"factor:{factor_id}:secret"
 
 
-def open_secret(ctx: Context, factor: Factor) -> bytes:
+def open_secret(ctx: Context, factor: FactorState) -> bytes:
     """The factor's key. A sealed value that does not open here (copied from another row, or
     sealed under another encryption key) verifies nothing."""
     if factor.secret is None:
@@ -87,7 +98,7 @@ def open_secret(ctx: Context, factor: Factor) -> bytes:
 
 _F = table_of(Factor)
 # Statements on the login path are built once: building one costs more than running it.
-_ACCEPT_COUNTER = (
+_ACCEPT_COUNTER = prepared(
     update(_F)
     .where(
         _F.c.id == bindparam("factor"),
@@ -96,15 +107,19 @@ _ACCEPT_COUNTER = (
     )
     .values(counter=bindparam("next"), last_used_at=bindparam("at"))
 )
-_TOUCH = (
+_TOUCH = prepared(
     update(_F)
     .where(_F.c.id == bindparam("factor"), _F.c.status == bindparam("want"))
     .values(last_used_at=bindparam("at"))
 )
+_H = table_of(HardwareToken)
+_VALIDITY = prepared(
+    select(_H.c.not_before, _H.c.not_after).where(_H.c.factor_id == bindparam("factor"))
+)
 
 
 def accept_counter(
-    session: Session, factor: Factor, counter: int, now: int, *, status: str
+    session: Writer, factor: FactorState, counter: int, now: int, *, status: str
 ) -> None:
     """Accept ``counter`` for good: the row changes only if no answer at or past it was
     accepted before, in any process. This is the single-use guarantee."""
@@ -112,15 +127,13 @@ def accept_counter(
         _ACCEPT_COUNTER,
         {"factor": factor.id, "want": status, "c": counter, "next": counter + 1, "at": now},
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[union-attr]
         raise Rejected("replayed")
-    # The row says so already: keep the object in step without a second UPDATE at commit.
-    set_committed_value(factor, "counter", counter + 1)
-    set_committed_value(factor, "last_used_at", now)
+    _committed(factor, counter=counter + 1, last_used_at=now)
 
 
 def accept_answer(
-    session: Session, factor: Factor, counter: int | None, now: int, *, status: str
+    session: Writer, factor: FactorState, counter: int | None, now: int, *, status: str
 ) -> None:
     """Accept an answer for good. With a counter, as ``accept_counter``; without one (an OCRA
     suite with neither C nor T), the answer is single-use because its question is, and this
@@ -129,21 +142,25 @@ def accept_answer(
         accept_counter(session, factor, counter, now, status=status)
         return
     result = session.execute(_TOUCH, {"factor": factor.id, "want": status, "at": now})
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[union-attr]
         raise Rejected("replayed")
-    set_committed_value(factor, "last_used_at", now)
+    _committed(factor, last_used_at=now)
 
 
-def check_validity(session: Session, factor: Factor, now: int) -> None:
+def _committed(factor: FactorState, **values: int) -> None:
+    """An ORM ``Factor`` kept in step with what an UPDATE just wrote, so that the Session does
+    not write it again at commit; a ``FactorRow`` is only read."""
+    if isinstance(factor, Factor):
+        for key, value in values.items():
+            set_committed_value(factor, key, value)
+
+
+def check_validity(session: Writer, factor: FactorState, now: int) -> None:
     """A factor lent by a hardware token is usable only within the key's validity period
     (RFC 6030 section 5: "the key is only used between the start and the end date")."""
     if factor.serial is None:
         return
-    window = session.execute(
-        select(col(HardwareToken.not_before), col(HardwareToken.not_after)).where(
-            col(HardwareToken.factor_id) == factor.id
-        )
-    ).first()
+    window = session.execute(_VALIDITY, {"factor": factor.id}).first()
     if window is None:
         return
     not_before, not_after = window
@@ -176,24 +193,25 @@ class CodeHandler:
     ) -> dict[str, Any]:
         result = self.kind.challenge(factor, now=now)
         if result.state is not None:
-            transactions.keep_challenge(tx, factor.id, result.state)
+            transactions.keep_challenge(session, tx, factor.id, result.state)
         return result.response
 
     def check(
         self,
-        session: Session,
+        writer: Writer,
         ctx: Context,
-        factor: Factor,
+        factor: FactorState,
         answer: Answer,
         now: int,
-        tx: LoginTransaction | None,
+        tx: Login | None,
     ) -> list[str]:
-        check_validity(session, factor, now)
+        check_validity(writer, factor, now)
         state = transactions.challenge_for(tx, factor.id)
         counter = self._verify(ctx, factor, answer, now, state)
-        accept_answer(session, factor, counter, now, status="active")
+        accept_answer(writer, factor, counter, now, status="active")
         if tx is not None and state is not None:
-            transactions.keep_challenge(tx, None, None)  # a question is answerable once
+            # A question is answerable once.
+            transactions.keep_challenge(writer, tx, None, None)
         return ["otp"]
 
     def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
@@ -203,14 +221,14 @@ class CodeHandler:
             out["period"] = factor.period
 
     def _verify(
-        self, ctx: Context, factor: Factor, answer: Answer, now: int, state: str | None
+        self, ctx: Context, factor: FactorState, answer: Answer, now: int, state: str | None
     ) -> int | None:
         if not isinstance(answer, str):
             raise Rejected("not_a_code")
         return self._accepted(ctx, factor, answer, now, state).counter
 
     def _accepted(
-        self, ctx: Context, factor: Factor, code: str, now: int, state: str | None
+        self, ctx: Context, factor: FactorState, code: str, now: int, state: str | None
     ) -> Accepted:
         return self.kind.verify(factor, open_secret(ctx, factor), code, now=now, state=state)
 
@@ -254,7 +272,7 @@ class OcraHandler(CodeHandler):
             out["period"] = factor.period
 
     def _accepted(
-        self, ctx: Context, factor: Factor, code: str, now: int, state: str | None
+        self, ctx: Context, factor: FactorState, code: str, now: int, state: str | None
     ) -> Accepted:
         pin_hash = None
         if factor.pin is not None:

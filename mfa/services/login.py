@@ -16,6 +16,8 @@ from sqlalchemy import Connection, bindparam, select
 from sqlmodel import Session, col
 
 from .. import passwords
+from ..db import Writer
+from ..direct import prepared
 from ..errors import (
     InvalidCredentials,
     InvalidMfaToken,
@@ -28,11 +30,12 @@ from ..errors import (
     VerificationFailed,
 )
 from ..factors.base import Disabled, Rejected
-from ..models import Account, Factor, LoginTransaction
+from ..models import Account, Factor, FactorRow, LoginTransaction, User, table_of
 from ..opaque import digest
 from . import audit, recovery, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure, record_throttled
 from .handlers import HANDLERS, Answer
+from .transactions import Owner
 
 if TYPE_CHECKING:
     from ..context import Context, RequestMeta
@@ -203,33 +206,31 @@ def verify(
     now = ctx.now()
     signer = ctx.keys.signer()
     error: MfaError | None = None
-    with ctx.db.write() as session:
-        # Statements that load no objects go straight to the transaction's connection: through
-        # the Session they cost about twice as much, for bookkeeping they do not need.
-        conn = session.connection()
-        tx, user, factor = _open_with_factor(session, mfa_token, factor_id, now)
+    # The hottest write path: statements on the driver's connection (``mfa.direct``).
+    with ctx.db.direct() as writer:
+        tx, user, factor = _open_with_factor(writer, mfa_token, factor_id, now)
         family = tx.family_id if tx.purpose == transactions.STEP_UP else None
-        if family is not None and not tokens.family_live(session, family, now):
+        if family is not None and not tokens.family_live(writer, family, now):
             raise InvalidMfaToken  # the login this step-up would raise has ended meanwhile
         try:
-            throttle.claim(conn, throttle.MFA, user.id, now)
+            throttle.claim(writer, throttle.MFA, user.id, now)
         except (TooManyAttempts, Locked) as e:
-            transactions.count_failure(conn, tx)
-            record_throttled(conn, user, e, now, meta, stage="second_factor")
+            transactions.count_failure(writer, tx)
+            record_throttled(writer, user, e, now, meta, stage="second_factor")
             error = e
         else:
             if factor_id is None:
-                factor = _locate(session, user, answer)
+                factor = _locate(writer, user, answer)
             try:
                 if factor is None:
                     raise Rejected("unknown_factor")
-                methods = HANDLERS[factor.type].check(session, ctx, factor, answer, now, tx)
+                methods = HANDLERS[factor.type].check(writer, ctx, factor, answer, now, tx)
             except Rejected as r:
-                transactions.count_failure(conn, tx)
-                record_failure(conn, user, factor, r.reason, now, meta, stage="login")
+                transactions.count_failure(writer, tx)
+                record_failure(writer, user, factor, r.reason, now, meta, stage="login")
                 if isinstance(r, Disabled) and factor is not None:
                     audit.about_factor(
-                        conn,
+                        writer,
                         "factor_disabled",
                         user,
                         factor,
@@ -239,10 +240,10 @@ def verify(
                     )
                 error = VerificationFailed()
             else:
-                transactions.spend(conn, tx, now)
-                throttle.succeeded(conn, throttle.MFA, user.id)
+                transactions.spend(writer, tx, now)
+                throttle.succeeded(writer, throttle.MFA, user.id)
                 audit.about_factor(
-                    conn,
+                    writer,
                     "factor_succeeded",
                     user,
                     factor,
@@ -250,11 +251,11 @@ def verify(
                     meta=meta,
                     stage=tx.purpose,
                 )
-                if family is not None and not tokens.supersede(session, family, now):
+                if family is not None and not tokens.supersede(writer, family, now):
                     raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
                 # A step-up keeps "pwd": the login it continues began with the password.
                 issued = tokens.issue(
-                    conn,
+                    writer,
                     ctx,
                     user_id=user.id,
                     amr=["pwd", *methods, "mfa"],
@@ -264,43 +265,58 @@ def verify(
                 )
                 told: dict[str, Any] = {}
                 if factor.type == recovery.TYPE:
-                    told = recovery.after_login(session, user, factor, now, meta)
+                    told = recovery.after_login(writer, user, factor, now, meta)
     if error:
         raise error
     return issued.signed(signer) | told
 
 
-# A verify that names its factor reads it along with the login and its user's name.
-_LIVE_WITH_FACTOR = transactions.LIVE.add_columns(Factor).outerjoin(
-    Factor,
-    (col(Factor.id) == bindparam("factor_id"))
-    & (col(Factor.user_id) == col(LoginTransaction.user_id))
-    & (col(Factor.status) == "active"),
+_T = table_of(LoginTransaction)
+_U = table_of(User)
+_F = table_of(Factor)
+_LOGIN_FIELDS = len(transactions.LOGIN_COLUMNS)
+# A verify reads its login, the login's user name, and the factor it names (if it names one,
+# and that one is the user's and active) in one query; only the login's row is locked.
+_LIVE_WITH_FACTOR = prepared(
+    select(
+        *transactions.LOGIN_COLUMNS,
+        _U.c.username,
+        *(_F.c[name] for name in FactorRow.__dataclass_fields__),
+    )
+    .join(_U, _U.c.id == _T.c.user_id)
+    .outerjoin(
+        _F,
+        (_F.c.id == bindparam("factor_id"))
+        & (_F.c.user_id == _T.c.user_id)
+        & (_F.c.status == "active"),
+    )
+    .where(_T.c.token_hash == bindparam("hash"))
+    .with_for_update(of=_T)
 )
 
 
 def _open_with_factor(
-    session: Session, mfa_token: str, factor_id: str | None, now: int
-) -> tuple[LoginTransaction, Account, Factor | None]:
+    writer: Writer, mfa_token: str, factor_id: str | None, now: int
+) -> tuple[transactions.Login, Owner, FactorRow | None]:
     """The live login transaction of ``mfa_token``, its owner, and the owner's active factor
     ``factor_id`` (None if there is no such factor, or no id)."""
-    if factor_id is None:
-        tx, owner = transactions.open_live_with_owner(session, mfa_token, now)
-        return tx, owner, None
-    row = session.execute(
+    row = writer.execute(
         _LIVE_WITH_FACTOR, {"hash": digest(mfa_token), "factor_id": factor_id}
     ).first()
-    tx, owner = transactions.live(row, now)
-    assert row is not None
-    factor: Factor | None = row[2]
-    return tx, owner, factor
+    if row is None:
+        raise InvalidMfaToken
+    tx = transactions.Login(*row[:_LOGIN_FIELDS])
+    transactions.check_live(tx, now)
+    owner = Owner(tx.user_id, row[_LOGIN_FIELDS])
+    factor = row[_LOGIN_FIELDS + 1 :]
+    return tx, owner, FactorRow(*factor) if factor[0] is not None else None
 
 
-def _locate(session: Session, user: Account, answer: Answer) -> Factor | None:
+def _locate(writer: Writer, user: Account, answer: Answer) -> FactorRow | None:
     """The factor a security key's credential names by its credential id."""
     locate = getattr(HANDLERS.get("webauthn"), "locate", None)
     if isinstance(answer, dict) and locate is not None:
-        found: Factor | None = locate(session, user.id, answer)
+        found: FactorRow | None = locate(writer, user.id, answer)
         return found
     return None
 

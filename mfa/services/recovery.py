@@ -23,18 +23,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlmodel import Session, col
 
-from ..db import Reader
+from ..db import Reader, Writer
+from ..direct import prepared
 from ..errors import InvalidRequest
 from ..factors import recovery as codes
 from ..factors.base import Enrollment, Rejected
-from ..models import Account, Factor, FactorFields, LoginTransaction, RecoveryCode, User, new_id
+from ..models import (
+    Account,
+    Factor,
+    FactorFields,
+    FactorState,
+    LoginTransaction,
+    RecoveryCode,
+    User,
+    new_id,
+    table_of,
+)
 from . import audit
 
 if TYPE_CHECKING:
     from ..context import Context, RequestMeta
+    from .transactions import Login
 
 TYPE = "recovery"
 LABEL = "Recovery codes"
@@ -47,12 +59,41 @@ def code_hash(ctx: Context, factor_id: str, code: str) -> bytes:
     return ctx.box.digest(f"{factor_id}:{code}".encode(), purpose="recovery")
 
 
+_R = table_of(RecoveryCode)
+_F = table_of(Factor)
+# Built once: a login with a code runs these on its ``Direct`` transaction.
+_REMAINING = prepared(
+    select(func.count())
+    .select_from(_R)
+    .where(_R.c.factor_id == bindparam("factor"), _R.c.used_at.is_(None))
+)
+_SPEND = prepared(
+    update(_R)
+    .where(
+        _R.c.factor_id == bindparam("factor"),
+        _R.c.code_hash == bindparam("hash"),
+        _R.c.used_at.is_(None),
+    )
+    .values(used_at=bindparam("at"))
+)
+_SPENT_BEFORE = prepared(
+    select(_R.c.id).where(
+        _R.c.factor_id == bindparam("factor"), _R.c.code_hash == bindparam("hash")
+    )
+)
+_USED = prepared(
+    update(_F).where(_F.c.id == bindparam("factor")).values(last_used_at=bindparam("at"))
+)
+_EXHAUSTED = prepared(update(_F).where(_F.c.id == bindparam("factor")).values(status="disabled"))
+_ANOTHER_FACTOR = prepared(
+    select(_F.c.id)
+    .where(_F.c.user_id == bindparam("user"), _F.c.status == "active", _F.c.type != TYPE)
+    .limit(1)
+)
+
+
 def remaining(reader: Reader, factor_id: str) -> int:
-    count: int = reader.execute(
-        select(func.count())
-        .select_from(RecoveryCode)
-        .where(col(RecoveryCode.factor_id) == factor_id, col(RecoveryCode.used_at).is_(None))
-    ).scalar_one()
+    count: int = reader.execute(_REMAINING, {"factor": factor_id}).scalar_one()
     return count
 
 
@@ -95,16 +136,16 @@ def replace_set(session: Session, ctx: Context, user: User, now: int) -> tuple[F
 
 
 def after_login(
-    session: Session, user: Account, factor: Factor, now: int, meta: RequestMeta
+    writer: Writer, user: Account, factor: FactorState, now: int, meta: RequestMeta
 ) -> dict[str, Any]:
     """Audit the code just spent; disable an exhausted set; say what the client should know.
 
     Runs after ``RecoveryHandler.check`` has written the factor's row, which holds that row's
     lock: a concurrent login with another code of this set counts only after this one commits.
     """
-    left = remaining(session, factor.id)
+    left = remaining(writer, factor.id)
     audit.record(
-        session,
+        writer,
         "recovery_code_used",
         now=now,
         meta=meta,
@@ -114,9 +155,9 @@ def after_login(
         remaining=left,
     )
     if left == 0:
-        factor.status = "disabled"
+        writer.execute(_EXHAUSTED, {"factor": factor.id})
         audit.record(
-            session,
+            writer,
             "factor_disabled",
             now=now,
             meta=meta,
@@ -129,16 +170,7 @@ def after_login(
     warnings = []
     if left <= LOW:
         warnings.append("recovery_codes_low")
-    others = session.execute(
-        select(col(Factor.id))
-        .where(
-            col(Factor.user_id) == user.id,
-            col(Factor.status) == "active",
-            col(Factor.type) != TYPE,
-        )
-        .limit(1)
-    ).first()
-    if others is None:
+    if writer.execute(_ANOTHER_FACTOR, {"user": user.id}).first() is None:
         warnings.append("no_other_factor")
     out: dict[str, Any] = {"recovery_codes_remaining": left}
     if warnings:
@@ -169,41 +201,22 @@ class RecoveryHandler:
 
     def check(
         self,
-        session: Session,
+        writer: Writer,
         ctx: Context,
-        factor: Factor,
+        factor: FactorState,
         answer: str | dict[str, Any],
         now: int,
-        tx: LoginTransaction | None,
+        tx: Login | None,
     ) -> list[str]:
         if not isinstance(answer, str):
             raise Rejected("not_a_code")
         digest = code_hash(ctx, factor.id, codes.normalize(answer))
         # The single-use guarantee: only one transaction, in any process, sets used_at.
-        spent = session.execute(
-            update(RecoveryCode)
-            .where(
-                col(RecoveryCode.factor_id) == factor.id,
-                col(RecoveryCode.code_hash) == digest,
-                col(RecoveryCode.used_at).is_(None),
-            )
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if spent.rowcount != 1:  # type: ignore[attr-defined]
-            used = session.execute(
-                select(col(RecoveryCode.id)).where(
-                    col(RecoveryCode.factor_id) == factor.id, col(RecoveryCode.code_hash) == digest
-                )
-            ).first()
+        found = {"factor": factor.id, "hash": digest}
+        if writer.execute(_SPEND, {**found, "at": now}).rowcount != 1:  # type: ignore[union-attr]
+            used = writer.execute(_SPENT_BEFORE, found).first()
             raise Rejected("replayed" if used else "wrong_code")
-        session.execute(
-            update(Factor)
-            .where(col(Factor.id) == factor.id)
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        factor.last_used_at = now
+        writer.execute(_USED, {"factor": factor.id, "at": now})
         return ["otp"]  # RFC 8176 section 2: "otp" covers one-time passwords of any kind
 
     def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:

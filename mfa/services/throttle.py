@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db import Reader, Writer, dialect_name
+from ..direct import prepared
 from ..errors import Locked, TooManyAttempts
 from ..models import Throttle, table_of
 
@@ -77,17 +78,19 @@ def _claim_statement(insert: Any) -> Any:
 
 # Built once: statement construction costs more than running them.
 _CLAIM = {
-    "sqlite": _claim_statement(sqlite.insert),
-    "postgresql": _claim_statement(postgresql.insert),
+    "sqlite": prepared(_claim_statement(sqlite.insert)),
+    "postgresql": prepared(_claim_statement(postgresql.insert)),
 }
-_STATE = select(_T.c.blocked_until, _T.c.locked).where(_T.c.key == bindparam("k"))
-_BLOCK = update(_T).where(_T.c.key == bindparam("k")).values(blocked_until=bindparam("until"))
-_RESET = (
+_STATE = prepared(select(_T.c.blocked_until, _T.c.locked).where(_T.c.key == bindparam("k")))
+_BLOCK = prepared(
+    update(_T).where(_T.c.key == bindparam("k")).values(blocked_until=bindparam("until"))
+)
+_RESET = prepared(
     update(_T)
     .where(_T.c.key == bindparam("k"), _T.c.locked == false())
     .values(failures=0, blocked_until=0)
 )
-_LOCK = (
+_LOCK = prepared(
     update(_T)
     .where(_T.c.key == bindparam("k"), _T.c.failures >= LOCK_AFTER, _T.c.locked == false())
     .values(locked=True)
@@ -128,13 +131,13 @@ def lock_if_exhausted(session: Writer, policy: Policy, subject: str) -> bool:
     if not policy.locks:
         return False
     result = session.execute(_LOCK, {"k": key(policy, subject)})
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)  # type: ignore[union-attr]
 
 
 def clear(session: Writer, policy: Policy, subject: str) -> bool:
     """Forget failures, back-off and lock (an admin's unlock). True if anything was set."""
     result = session.execute(_CLEAR, {"k": key(policy, subject)})
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)  # type: ignore[union-attr]
 
 
 def is_locked(session: Reader, policy: Policy, subject: str) -> bool:

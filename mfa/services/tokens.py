@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from joserfc.jwk import ECKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, col
 
 from .. import jwt
 from ..db import Writer
+from ..direct import prepared
 from ..errors import InvalidGrant, MfaError, Unauthorized
 from ..models import RefreshToken, User, new_id, table_of
 from ..opaque import digest, new_token
@@ -36,7 +37,17 @@ class Principal:
     claims: dict[str, Any]
 
 
-_INSERT = insert(table_of(RefreshToken))
+_R = table_of(RefreshToken)
+_INSERT = prepared(insert(_R))
+# A family's live link: neither spent, revoked nor expired.
+_LIVE_LINK = (
+    (_R.c.family_id == bindparam("family"))
+    & _R.c.spent_at.is_(None)
+    & _R.c.revoked_at.is_(None)
+    & (_R.c.expires_at > bindparam("now"))
+)
+_FAMILY_LIVE = prepared(select(_R.c.id).where(_LIVE_LINK).limit(1))
+_SUPERSEDE = prepared(update(_R).where(_LIVE_LINK).values(spent_at=bindparam("now")))
 
 
 @dataclass(frozen=True)
@@ -173,24 +184,12 @@ def revoke_family(session: Session, family_id: str, now: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def family_live(session: Session, family_id: str, now: int) -> bool:
+def family_live(session: Writer, family_id: str, now: int) -> bool:
     """Whether the login ``family_id`` goes on: it has a link neither spent, revoked nor expired."""
-    return (
-        session.execute(
-            select(col(RefreshToken.id))
-            .where(
-                col(RefreshToken.family_id) == family_id,
-                col(RefreshToken.spent_at).is_(None),
-                col(RefreshToken.revoked_at).is_(None),
-                col(RefreshToken.expires_at) > now,
-            )
-            .limit(1)
-        ).first()
-        is not None
-    )
+    return session.execute(_FAMILY_LIVE, {"family": family_id, "now": now}).first() is not None
 
 
-def supersede(session: Session, family_id: str, now: int) -> bool:
+def supersede(session: Writer, family_id: str, now: int) -> bool:
     """Spend the live link of ``family_id`` before a step-up adds the next one, so that a family
     keeps one live link and the replaced one, presented again, counts as reuse.
 
@@ -198,18 +197,8 @@ def supersede(session: Session, family_id: str, now: int) -> bool:
     or it expired) or a refresh replaced the link meanwhile, and the step-up must not add one.
     The conditional update re-checks each row it waits for, so a concurrent logout is seen.
     """
-    result = session.execute(
-        update(RefreshToken)
-        .where(
-            col(RefreshToken.family_id) == family_id,
-            col(RefreshToken.spent_at).is_(None),
-            col(RefreshToken.revoked_at).is_(None),
-            col(RefreshToken.expires_at) > now,
-        )
-        .values(spent_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    result = session.execute(_SUPERSEDE, {"family": family_id, "now": now})
+    return bool(result.rowcount)  # type: ignore[union-attr]
 
 
 def revoke_other_families(session: Session, user_id: str, keep: str | None, now: int) -> int:

@@ -3,13 +3,14 @@ factor. Short-lived, stored as a hash, dead after 5 failed verify calls, spent o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlmodel import Session, col
 
 from ..db import Writer
+from ..direct import prepared
 from ..errors import InvalidMfaToken
 from ..models import LoginTransaction, User, new_id, table_of
 from ..opaque import digest, new_token
@@ -70,11 +71,36 @@ class Owner:
     username: str
 
 
-_FAILED = update(_T).where(_T.c.id == bindparam("tx")).values(failures=_T.c.failures + 1)
-_SPEND = (
+@dataclass(frozen=True)
+class Login:
+    """A login transaction's columns as a verify reads them, without the ORM (``mfa.direct``);
+    a ``LoginTransaction`` has the same attributes."""
+
+    id: str
+    user_id: str
+    expires_at: int
+    failures: int
+    spent_at: int | None
+    challenge_factor_id: str | None
+    challenge: str | None
+    purpose: str
+    family_id: str | None
+    questions: int
+
+
+# The columns of a ``Login``, in its fields' order, for selects that build one from a row.
+LOGIN_COLUMNS = [_T.c[f.name] for f in fields(Login)]
+
+_FAILED = prepared(update(_T).where(_T.c.id == bindparam("tx")).values(failures=_T.c.failures + 1))
+_SPEND = prepared(
     update(_T)
     .where(_T.c.id == bindparam("tx"), _T.c.spent_at.is_(None))
     .values(spent_at=bindparam("at"))
+)
+_KEEP_CHALLENGE = prepared(
+    update(_T)
+    .where(_T.c.id == bindparam("tx"))
+    .values(challenge_factor_id=bindparam("factor"), challenge=bindparam("state"))
 )
 
 
@@ -97,28 +123,35 @@ def live(row: Row[Any] | None, now: int) -> tuple[LoginTransaction, Owner]:
     if row is None:
         raise InvalidMfaToken
     tx: LoginTransaction = row[0]
-    if tx.spent_at is not None or tx.expires_at <= now or tx.failures >= MAX_FAILURES:
-        raise InvalidMfaToken
+    check_live(tx, now)
     return tx, Owner(tx.user_id, row.username)
 
 
-def count_failure(session: Writer, tx: LoginTransaction) -> None:
-    session.execute(_FAILED, {"tx": tx.id})
-
-
-def spend(session: Writer, tx: LoginTransaction, now: int) -> None:
-    result = session.execute(_SPEND, {"tx": tx.id, "at": now})
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+def check_live(tx: Login | LoginTransaction, now: int) -> None:
+    """Raise ``InvalidMfaToken`` unless the transaction is unspent, unexpired and not failed
+    out."""
+    if tx.spent_at is not None or tx.expires_at <= now or tx.failures >= MAX_FAILURES:
         raise InvalidMfaToken
 
 
-def keep_challenge(tx: LoginTransaction, factor_id: str | None, state: str | None) -> None:
+def count_failure(session: Writer, tx: Login | LoginTransaction) -> None:
+    session.execute(_FAILED, {"tx": tx.id})
+
+
+def spend(session: Writer, tx: Login | LoginTransaction, now: int) -> None:
+    result = session.execute(_SPEND, {"tx": tx.id, "at": now})
+    if result.rowcount != 1:  # type: ignore[union-attr]
+        raise InvalidMfaToken
+
+
+def keep_challenge(
+    session: Writer, tx: Login | LoginTransaction, factor_id: str | None, state: str | None
+) -> None:
     """Remember the open challenge; a newer one replaces the older, which is then dead."""
-    tx.challenge_factor_id = factor_id
-    tx.challenge = state
+    session.execute(_KEEP_CHALLENGE, {"tx": tx.id, "factor": factor_id, "state": state})
 
 
-def challenge_for(tx: LoginTransaction | None, factor_id: str) -> str | None:
+def challenge_for(tx: Login | None, factor_id: str) -> str | None:
     if tx is not None and tx.challenge_factor_id == factor_id:
         return tx.challenge
     return None

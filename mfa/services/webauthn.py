@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Boolean, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from ..db import Reader, dialect_name
+from ..db import Reader, Writer, dialect_name
+from ..direct import prepared
 from ..factors.base import Disabled, Enrollment, Rejected
 from ..factors.webauthn import (
     Ceremony,
@@ -34,6 +35,8 @@ from ..factors.webauthn import (
 from ..models import (
     Factor,
     FactorFields,
+    FactorRow,
+    FactorState,
     LoginTransaction,
     User,
     WebauthnCredential,
@@ -41,6 +44,7 @@ from ..models import (
     table_of,
 )
 from . import transactions
+from .transactions import Login
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -69,10 +73,6 @@ def user_handle(session: Session, user_id: str, now: int) -> bytes:
     return handle
 
 
-def credential_of(session: Session, factor_id: str) -> WebauthnCredential | None:
-    return session.get(WebauthnCredential, factor_id)
-
-
 def keys_of(session: Session, user_id: str, *, active_only: bool) -> list[KeyDescriptor]:
     """The user's registered keys, oldest first."""
     query = (
@@ -90,9 +90,62 @@ def keys_of(session: Session, user_id: str, *, active_only: bool) -> list[KeyDes
 
 
 _C = table_of(WebauthnCredential)
+_F = table_of(Factor)
 _DESCRIBED = select(
     _C.c.aaguid, _C.c.transports, _C.c.backup_eligible, _C.c.backed_up, _C.c.user_verified
 ).where(_C.c.factor_id == bindparam("factor"))
+
+# A login's verify: the statements of ``check`` and ``locate``, built once.
+_U = table_of(WebauthnUser)
+_STORED = prepared(
+    select(
+        _C.c.credential_id,
+        _C.c.public_key,
+        _C.c.backup_eligible,
+        _C.c.sign_count,
+        _U.c.user_handle,
+    )
+    .join(_U, _U.c.user_id == bindparam("user"))
+    .where(_C.c.factor_id == bindparam("factor"))
+)
+_LOCATE = prepared(
+    select(*(_F.c[name] for name in FactorRow.__dataclass_fields__))
+    .join(_C, _C.c.factor_id == _F.c.id)
+    .where(
+        _C.c.credential_id == bindparam("credential"),
+        _F.c.user_id == bindparam("user"),
+        _F.c.type == "webauthn",
+        _F.c.status == "active",
+    )
+)
+# The counter moves only forward; an authenticator without one (always 0) stays at 0. The
+# user_verified flag, once set, stays set.
+_ADVANCE = prepared(
+    update(_C)
+    .where(
+        _C.c.factor_id == bindparam("factor"),
+        or_(
+            _C.c.sign_count < bindparam("count"),
+            (_C.c.sign_count == 0) & bindparam("zero", type_=Boolean),
+        ),
+    )
+    .values(
+        sign_count=bindparam("count"),
+        backed_up=bindparam("backed_up"),
+        last_used_at=bindparam("at"),
+        user_verified=or_(_C.c.user_verified, bindparam("uv", type_=Boolean)),
+    )
+)
+_STILL_ACTIVE = prepared(
+    update(_F)
+    .where(_F.c.id == bindparam("factor"), _F.c.status == "active")
+    .values(last_used_at=bindparam("at"))
+)
+_DISABLE = prepared(
+    update(_F)
+    .where(_F.c.id == bindparam("factor"), _F.c.status == "active")
+    .values(status="disabled")
+)
 
 
 def _transports(stored: str) -> list[str]:
@@ -140,29 +193,28 @@ class WebauthnHandler:
             user_verification=ctx.settings.webauthn_user_verification,
             now=now,
         )
-        transactions.keep_challenge(tx, factor.id, ceremony.dumps())
+        transactions.keep_challenge(session, tx, factor.id, ceremony.dumps())
         return {"publicKey": options}
 
     def check(
         self,
-        session: Session,
+        writer: Writer,
         ctx: Context,
-        factor: Factor,
+        factor: FactorState,
         answer: Answer,
         now: int,
-        tx: LoginTransaction | None,
+        tx: Login | None,
     ) -> list[str]:
         if tx is None:
             raise Rejected("no_challenge")
         # Spent by this attempt, right or wrong: the caller commits a failure too.
         kept = tx.challenge
-        transactions.keep_challenge(tx, None, None)
+        transactions.keep_challenge(writer, tx, None, None)
         ceremony = Ceremony.loads(kept, now)
         if not isinstance(answer, dict):
             raise Rejected("not_a_credential")
-        row = credential_of(session, factor.id)
-        handle = session.get(WebauthnUser, factor.user_id)
-        if row is None or handle is None:
+        row = writer.execute(_STORED, {"factor": factor.id, "user": factor.user_id}).first()
+        if row is None:
             raise Rejected("no_credential")
         verified = rp_of(ctx).verify_assertion(
             ceremony,
@@ -170,16 +222,16 @@ class WebauthnHandler:
             StoredCredential(
                 credential_id=row.credential_id,
                 public_key=row.public_key,
-                backup_eligible=row.backup_eligible,
-                user_handle=handle.user_handle,
+                backup_eligible=bool(row.backup_eligible),  # SQLite's 0 or 1, read directly
+                user_handle=row.user_handle,
             ),
         )
         if counter_regressed(row.sign_count, verified.sign_count) or not _advance(
-            session, factor, verified, now
+            writer, factor, verified, now
         ):
-            _disable(session, factor)
+            writer.execute(_DISABLE, {"factor": factor.id})
             raise Disabled("sign_count_not_increased")
-        if not _still_active(session, factor, now):
+        if not writer.execute(_STILL_ACTIVE, {"factor": factor.id, "at": now}).rowcount:  # type: ignore[union-attr]
             raise Rejected("factor_not_active")
         # RFC 8176 "hwk": proof of possession of a hardware key; "user" is added when the key
         # also verified its user (the UV flag: a PIN or a biometric).
@@ -195,7 +247,7 @@ class WebauthnHandler:
         out["backed_up"] = row.backed_up
         out["user_verified"] = row.user_verified
 
-    def locate(self, session: Session, user_id: str, answer: dict[str, Any]) -> Factor | None:
+    def locate(self, writer: Writer, user_id: str, answer: dict[str, Any]) -> FactorRow | None:
         """The user's active key factor that ``answer`` (a ``toJSON()`` credential) names by its
         credential id; None for another user's key, a disabled or pending one, or junk."""
         raw_id = answer.get("rawId")
@@ -205,16 +257,8 @@ class WebauthnHandler:
             credential_id = from_b64url(raw_id)
         except Rejected:
             return None
-        return session.scalars(
-            select(Factor)
-            .join(WebauthnCredential, col(WebauthnCredential.factor_id) == col(Factor.id))
-            .where(
-                col(WebauthnCredential.credential_id) == credential_id,
-                col(Factor.user_id) == user_id,
-                col(Factor.type) == "webauthn",
-                col(Factor.status) == "active",
-            )
-        ).first()
+        row = writer.execute(_LOCATE, {"credential": credential_id, "user": user_id}).first()
+        return None if row is None else FactorRow(*row)
 
 
 def _store(session: Session, factor: Factor, new: NewCredential, now: int) -> None:
@@ -251,47 +295,20 @@ def _store(session: Session, factor: Factor, new: NewCredential, now: int) -> No
         raise Rejected("credential_registered") from None
 
 
-def _advance(session: Session, factor: Factor, verified: VerifiedAssertion, now: int) -> bool:
+def _advance(writer: Writer, factor: FactorState, verified: VerifiedAssertion, now: int) -> bool:
     """Move the counter to the assertion's, in any process only forward (or, for an
     authenticator without a counter, from 0 to 0). False when another assertion with this count
     or a higher one was accepted first: in the order the database put them in, this one's count
-    did not increase."""
-    counter = col(WebauthnCredential.sign_count)
-    sign_count = verified.sign_count
-    values: dict[str, Any] = {
-        "sign_count": sign_count,
-        "backed_up": verified.backed_up,
-        "last_used_at": now,
-    }
-    if verified.user_verified:
-        values["user_verified"] = True
-    moved = session.execute(
-        update(WebauthnCredential)
-        .where(
-            col(WebauthnCredential.factor_id) == factor.id,
-            counter < sign_count if sign_count else counter == 0,
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    did not increase. (A key that fails this is disabled: possibly cloned, section 6.1.1.)"""
+    moved = writer.execute(
+        _ADVANCE,
+        {
+            "factor": factor.id,
+            "count": verified.sign_count,
+            "zero": verified.sign_count == 0,
+            "backed_up": verified.backed_up,
+            "at": now,
+            "uv": verified.user_verified,
+        },
     )
-    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def _still_active(session: Session, factor: Factor, now: int) -> bool:
-    result = session.execute(
-        update(Factor)
-        .where(col(Factor.id) == factor.id, col(Factor.status) == "active")
-        .values(last_used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def _disable(session: Session, factor: Factor) -> None:
-    """A possibly cloned key (section 6.1.1) verifies nothing more until the user removes it."""
-    session.execute(
-        update(Factor)
-        .where(col(Factor.id) == factor.id, col(Factor.status) == "active")
-        .values(status="disabled")
-        .execution_options(synchronize_session=False)
-    )
+    return bool(moved.rowcount == 1)  # type: ignore[union-attr]
