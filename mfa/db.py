@@ -20,7 +20,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -30,8 +30,8 @@ from .direct import Direct
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 # What a read or a write runs on: a Session, a bare Connection where the ORM costs more than
-# the statements (/api/me, password logins), or the driver's own connection where SQLAlchemy's
-# execution costs more than the statements (a login's verify: ``mfa.direct``).
+# the statements (/api/me), or the driver's own connection where SQLAlchemy's execution costs
+# more than the statements (the login path: ``mfa.direct``).
 Reader: TypeAlias = Session | Connection | Direct
 Writer: TypeAlias = Session | Connection | Direct
 
@@ -126,40 +126,33 @@ class Database:
             yield session
 
     @contextmanager
-    def write_connection(self) -> Iterator[Connection]:
-        """A bare connection for several short write transactions in a row (``begin``): one
-        checkout from the pool instead of one each. A checkout costs more than such a
-        transaction, most of all on a core whose caches a password hash has just flushed."""
-        with self.write_engine.connect() as conn:
+    def driver_connection(self) -> Iterator[PoolProxiedConnection]:
+        """A pooled driver connection for several ``direct`` transactions in a row (a password
+        login's, before and after its hash): one checkout instead of one each. A checkout costs
+        more than such a transaction, most of all on a core whose caches a password hash has
+        just flushed."""
+        conn = self.write_engine.raw_connection()
+        try:
             yield conn
+        finally:
+            conn.close()  # back to the pool
 
     @contextmanager
-    def begin(self, conn: Connection) -> Iterator[None]:
-        """``write``'s transaction on ``conn`` (from ``write_connection``), without the ORM: for
-        paths that only run prebuilt statements, where a Session's bookkeeping costs more than
-        they do."""
-        with self._writer, conn.begin():
-            yield
-
-    @contextmanager
-    def direct(self) -> Iterator[Direct]:
-        """``write``'s transaction on the driver's own connection (``mfa.direct``): for the
-        login's verify, where SQLAlchemy's execution of each statement cost more than the
-        database's."""
-        with self._writer:
-            conn = self.write_engine.raw_connection()
+    def direct(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:
+        """``write``'s transaction on the driver's own connection (``mfa.direct``), or on
+        ``conn`` from ``driver_connection``: for the login path, where SQLAlchemy's execution of
+        each statement cost more than the database's."""
+        with self._writer, nullcontext(conn) if conn else self.driver_connection() as own:
             try:
-                cursor = conn.cursor()
+                cursor = own.cursor()
                 if self.is_sqlite:
                     cursor.execute("BEGIN IMMEDIATE")  # psycopg begins one by itself
                 yield Direct(cursor, self.engine.dialect)
                 cursor.close()
-                conn.commit()
+                own.commit()
             except BaseException:
-                conn.rollback()
+                own.rollback()
                 raise
-            finally:
-                conn.close()  # back to the pool
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

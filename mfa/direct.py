@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Dialect
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 # Compiled forms of the statements declared with ``prepared``: (statement id, dialect name,
 # parameter names) -> compiled. Only those: a statement built per call compiles per call, as
@@ -60,11 +61,21 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
     binds = compiled.binds.values()
     if any(b.expanding for b in binds):
         raise ValueError("Direct runs no statement with an expanding IN parameter")
+    defaults = dict(compiled.params)
+    # Columns left out of an INSERT (or an UPDATE's SET) whose default SQLAlchemy would work out
+    # in Python before running it: a constant goes along as a value; a function is refused, as
+    # its value would have to be made at each run (pass it as a parameter instead).
+    prefetched = [(c, c.default) for c in compiled.insert_prefetch]
+    prefetched += [(c, c.onupdate) for c in compiled.update_prefetch]
+    for column, default in prefetched:
+        if not isinstance(default, ScalarElementColumnDefault):
+            raise ValueError(f"give {column.key} as a parameter: its default is computed")
+        defaults[column.key] = default.arg
     order = compiled.positiontup
     return _Compiled(
         sql=compiled.string,
         order=tuple(order) if order is not None else None,
-        defaults=dict(compiled.params),
+        defaults=defaults,
         required=frozenset(b.key for b in binds if b.required),
     )
 

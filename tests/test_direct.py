@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from mfa import direct, schema
 from mfa.db import Database, dialect_name
 from mfa.direct import prepared
-from mfa.models import Throttle, table_of
+from mfa.models import Factor, Throttle, table_of
 from mfa.services import throttle
 
 _T = table_of(Throttle)
@@ -89,3 +89,18 @@ def test_only_statements_declared_prepared_are_kept_compiled(db):
     kept = {statement_id for statement_id, _, _ in direct._COMPILED}
     assert id(_STATE) in kept
     assert id(one_off) not in kept
+
+
+def test_a_column_left_out_gets_its_constant_default(db):
+    # failures, blocked_until and locked have the model's defaults (0, 0, false); an INSERT
+    # that leaves them out must store those, as SQLAlchemy's own execution would.
+    with db.direct() as writer:
+        writer.execute(_ADD, {"key": "a"})
+        row = writer.execute(_STATE, {"k": "a"}).one()
+        assert (row.failures, bool(row.locked)) == (0, False)
+
+
+def test_a_column_with_a_computed_default_must_be_given(db):
+    insert_factor = insert(table_of(Factor))
+    with pytest.raises(ValueError, match="id"), db.direct() as writer:
+        writer.execute(insert_factor, {"user_id": "u", "type": "totp"})

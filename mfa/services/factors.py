@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlmodel import Session, col
 
 from ..db import Reader, Writer
+from ..direct import prepared
 from ..errors import (
     InvalidRequest,
     Locked,
@@ -60,7 +61,7 @@ def login_view(reader: Reader, factor: FactorFields) -> dict[str, Any]:
     return {k: full[k] for k in ("id", "type", "label", "remaining", "serial") if k in full}
 
 
-_ACTIVE = (
+_ACTIVE = prepared(
     select(_F)
     .where(_F.c.user_id == bindparam("user_id"), _F.c.status == "active")
     .order_by(_F.c.created_at, _F.c.id)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import bindparam, select
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session, col
 
 from .. import passwords
@@ -65,7 +66,7 @@ def _password_login(
     ctx: Context, username: str, password: str, meta: RequestMeta
 ) -> dict[str, Any]:
     # Its write transactions, before and after the hash, share one connection.
-    with ctx.db.write_connection() as conn:
+    with ctx.db.driver_connection() as conn:
         candidate = _claim_password_attempt(ctx, conn, username, meta)
         try:
             with ctx.hashing():
@@ -84,17 +85,17 @@ def _password_login(
 
 
 def _claim_password_attempt(
-    ctx: Context, conn: Connection, username: str, meta: RequestMeta
+    ctx: Context, conn: PoolProxiedConnection, username: str, meta: RequestMeta
 ) -> _Candidate:
     now = ctx.now()
     error: MfaError | None = None
-    with ctx.db.begin(conn):
-        user = users.credentials(conn, username)
+    with ctx.db.direct(conn) as writer:
+        user = users.credentials(writer, username)
         try:
-            throttle.claim(conn, throttle.PASSWORD, users.username_key(username), now)
+            throttle.claim(writer, throttle.PASSWORD, users.username_key(username), now)
         except TooManyAttempts as e:
             audit.record(
-                conn,
+                writer,
                 "throttled",
                 now=now,
                 meta=meta,
@@ -112,11 +113,11 @@ def _claim_password_attempt(
 
 
 def _password_failed(
-    ctx: Context, conn: Connection, candidate: _Candidate, meta: RequestMeta
+    ctx: Context, conn: PoolProxiedConnection, candidate: _Candidate, meta: RequestMeta
 ) -> None:
-    with ctx.db.begin(conn):
+    with ctx.db.direct(conn) as writer:
         audit.record(
-            conn,
+            writer,
             "password_failed",
             now=ctx.now(),
             meta=meta,
@@ -126,19 +127,23 @@ def _password_failed(
 
 
 def _open_login(
-    ctx: Context, conn: Connection, candidate: _Candidate, new_hash: str | None, meta: RequestMeta
+    ctx: Context,
+    conn: PoolProxiedConnection,
+    candidate: _Candidate,
+    new_hash: str | None,
+    meta: RequestMeta,
 ) -> dict[str, Any]:
     assert candidate.user_id is not None
     now = ctx.now()
     user_id = candidate.user_id
-    with ctx.db.begin(conn):
-        throttle.succeeded(conn, throttle.PASSWORD, users.username_key(candidate.username))
+    with ctx.db.direct(conn) as writer:
+        throttle.succeeded(writer, throttle.PASSWORD, users.username_key(candidate.username))
         if new_hash is not None:
-            users.set_password_hash(conn, user_id, new_hash)
-        token = transactions.create(conn, user_id, now, ctx.settings.mfa_token_ttl)
-        factors = active(conn, user_id)
+            users.set_password_hash(writer, user_id, new_hash)
+        token = transactions.create(writer, user_id, now, ctx.settings.mfa_token_ttl)
+        factors = active(writer, user_id)
         audit.record(
-            conn,
+            writer,
             "login_started",
             now=now,
             meta=meta,
@@ -149,7 +154,7 @@ def _open_login(
             "mfa_token": token,
             "expires_in": ctx.settings.mfa_token_ttl,
             "enroll_required": not factors,
-            "factors": [login_view(conn, f) for f in factors],
+            "factors": [login_view(writer, f) for f in factors],
         }
 
 

@@ -20,7 +20,7 @@ MAX_FAILURES = 5
 
 _T = table_of(LoginTransaction)
 _U = table_of(User)
-_INSERT = insert(_T)
+_INSERT = prepared(insert(_T))
 
 LOGIN = "login"
 STEP_UP = "step_up"

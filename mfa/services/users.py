@@ -11,6 +11,7 @@ from sqlmodel import Session, col
 
 from .. import passwords
 from ..db import Reader, Writer
+from ..direct import prepared
 from ..errors import InvalidRequest, MfaError, NotFound
 from ..models import User, new_id, table_of
 from ..schemas import USERNAME_PATTERN
@@ -94,8 +95,8 @@ def by_username(session: Session, username: str) -> User | None:
 
 
 _U = table_of(User)
-_CREDENTIALS = select(_U.c.id, _U.c.username, _U.c.password_hash).where(
-    _U.c.username_key == bindparam("key")
+_CREDENTIALS = prepared(
+    select(_U.c.id, _U.c.username, _U.c.password_hash).where(_U.c.username_key == bindparam("key"))
 )
 
 
@@ -104,7 +105,9 @@ def credentials(reader: Reader, username: str) -> Row[tuple[str, str, str]] | No
     return reader.execute(_CREDENTIALS, {"key": username_key(username)}).first()
 
 
-_NEW_HASH = update(_U).where(_U.c.id == bindparam("user")).values(password_hash=bindparam("new"))
+_NEW_HASH = prepared(
+    update(_U).where(_U.c.id == bindparam("user")).values(password_hash=bindparam("new"))
+)
 
 
 def set_password_hash(session: Writer, user_id: str, password_hash: str) -> None:

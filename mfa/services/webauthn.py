@@ -91,9 +91,11 @@ def keys_of(session: Session, user_id: str, *, active_only: bool) -> list[KeyDes
 
 _C = table_of(WebauthnCredential)
 _F = table_of(Factor)
-_DESCRIBED = select(
-    _C.c.aaguid, _C.c.transports, _C.c.backup_eligible, _C.c.backed_up, _C.c.user_verified
-).where(_C.c.factor_id == bindparam("factor"))
+_DESCRIBED = prepared(
+    select(
+        _C.c.aaguid, _C.c.transports, _C.c.backup_eligible, _C.c.backed_up, _C.c.user_verified
+    ).where(_C.c.factor_id == bindparam("factor"))
+)
 
 # A login's verify: the statements of ``check`` and ``locate``, built once.
 _U = table_of(WebauthnUser)
@@ -243,9 +245,10 @@ class WebauthnHandler:
             return
         out["aaguid"] = row.aaguid
         out["transports"] = _transports(row.transports)
-        out["backup_eligible"] = row.backup_eligible
-        out["backed_up"] = row.backed_up
-        out["user_verified"] = row.user_verified
+        # bool(): read through ``mfa.direct`` (a login's factor list), SQLite gives 0 or 1.
+        out["backup_eligible"] = bool(row.backup_eligible)
+        out["backed_up"] = bool(row.backed_up)
+        out["user_verified"] = bool(row.user_verified)
 
     def locate(self, writer: Writer, user_id: str, answer: dict[str, Any]) -> FactorRow | None:
         """The user's active key factor that ``answer`` (a ``toJSON()`` credential) names by its
