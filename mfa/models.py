@@ -8,7 +8,7 @@ Secrets live only in ``LargeBinary`` columns holding sealed values; tokens only 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 from sqlalchemy import (
@@ -150,6 +150,10 @@ class FactorRow:
     suite: str | None
     pin: bytes | None
     serial: str | None
+
+
+# The columns of a ``FactorRow``, in its fields' order, for selects that build one from a row.
+FACTOR_ROW_COLUMNS = [table_of(Factor).c[f.name] for f in fields(FactorRow)]
 
 
 class RecoveryCode(SQLModel, table=True):

@@ -31,7 +31,15 @@ from ..errors import (
     VerificationFailed,
 )
 from ..factors.base import Disabled, Rejected
-from ..models import Account, Factor, FactorRow, LoginTransaction, User, table_of
+from ..models import (
+    FACTOR_ROW_COLUMNS,
+    Account,
+    Factor,
+    FactorRow,
+    LoginTransaction,
+    User,
+    table_of,
+)
 from ..opaque import digest
 from . import audit, recovery, throttle, tokens, transactions, users
 from .factors import active, login_view, record_failure, record_throttled
@@ -286,7 +294,7 @@ _LIVE_WITH_FACTOR = prepared(
     select(
         *transactions.LOGIN_COLUMNS,
         _U.c.username,
-        *(_F.c[name] for name in FactorRow.__dataclass_fields__),
+        *FACTOR_ROW_COLUMNS,
     )
     .join(_U, _U.c.id == _T.c.user_id)
     .outerjoin(

@@ -4,22 +4,20 @@ factor. Short-lived, stored as a hash, dead after 5 failed verify calls, spent o
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session, col
 
 from ..db import Writer
 from ..direct import prepared
 from ..errors import InvalidMfaToken
-from ..models import LoginTransaction, User, new_id, table_of
+from ..models import LoginTransaction, new_id, table_of
 from ..opaque import digest, new_token
 
 MAX_FAILURES = 5
 
 
 _T = table_of(LoginTransaction)
-_U = table_of(User)
 _INSERT = prepared(insert(_T))
 
 LOGIN = "login"
@@ -53,13 +51,11 @@ def create(
     return token
 
 
-# Built once: the login path runs these on every verify. The transaction comes with its user's
-# name (a verify needs both, and one query is cheaper than two); only its row is locked.
-LIVE = (
-    select(LoginTransaction, _U.c.username)
-    .join(_U, _U.c.id == col(LoginTransaction.user_id))
+# Built once: a challenge and an enrollment by mfa_token open the transaction with it.
+_LIVE = (
+    select(LoginTransaction)
     .where(col(LoginTransaction.token_hash) == bindparam("hash"))
-    .with_for_update(of=LoginTransaction)
+    .with_for_update()
 )
 
 
@@ -107,24 +103,11 @@ _KEEP_CHALLENGE = prepared(
 def open_live(session: Session, mfa_token: str, now: int) -> LoginTransaction:
     """The live transaction of ``mfa_token``, locked until this database transaction ends, so
     that two calls with one token take turns."""
-    return open_live_with_owner(session, mfa_token, now)[0]
-
-
-def open_live_with_owner(
-    session: Session, mfa_token: str, now: int
-) -> tuple[LoginTransaction, Owner]:
-    """``open_live``, and whose login it is."""
-    return live(session.execute(LIVE, {"hash": digest(mfa_token)}).first(), now)
-
-
-def live(row: Row[Any] | None, now: int) -> tuple[LoginTransaction, Owner]:
-    """The transaction and owner of a row of ``LIVE`` (or of a query built on it), if it is
-    still live."""
-    if row is None:
+    tx = session.scalars(_LIVE, {"hash": digest(mfa_token)}).first()
+    if tx is None:
         raise InvalidMfaToken
-    tx: LoginTransaction = row[0]
     check_live(tx, now)
-    return tx, Owner(tx.user_id, row.username)
+    return tx
 
 
 def check_live(tx: Login | LoginTransaction, now: int) -> None:

@@ -33,6 +33,7 @@ from ..factors.webauthn import (
     relying_party,
 )
 from ..models import (
+    FACTOR_ROW_COLUMNS,
     Factor,
     FactorFields,
     FactorRow,
@@ -111,7 +112,7 @@ _STORED = prepared(
     .where(_C.c.factor_id == bindparam("factor"))
 )
 _LOCATE = prepared(
-    select(*(_F.c[name] for name in FactorRow.__dataclass_fields__))
+    select(*FACTOR_ROW_COLUMNS)
     .join(_C, _C.c.factor_id == _F.c.id)
     .where(
         _C.c.credential_id == bindparam("credential"),
