@@ -29,9 +29,9 @@ from .direct import Direct
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
-# What a read or a write runs on: a Session, a bare Connection where the ORM costs more than
-# the statements (/api/me), or the driver's own connection where SQLAlchemy's execution costs
-# more than the statements (the login path: ``mfa.direct``).
+# What a read or a write runs on: a Session, a bare Connection, or the driver's own connection
+# where SQLAlchemy's execution costs more than the statements (the login path and /api/me:
+# ``mfa.direct``).
 Reader: TypeAlias = Session | Connection | Direct
 Writer: TypeAlias = Session | Connection | Direct
 
@@ -69,7 +69,6 @@ class Database:
             self.write_engine: Engine = self.engine.execution_options(
                 sqlite_begin="BEGIN IMMEDIATE"
             )
-            self._read_engine = self.engine  # reads begin nothing here (see _tune_sqlite)
         else:
             self.engine = create_engine(
                 url,
@@ -79,9 +78,6 @@ class Database:
                 pool_pre_ping=False,
             )
             self.write_engine = self.engine
-            # A read of one statement needs no transaction around it: without one, it is one
-            # round trip instead of three (BEGIN, the query, and the ROLLBACK at check-in).
-            self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
             self._writer = nullcontext()
             self._path = None
             self._checkpointer = None
@@ -109,11 +105,25 @@ class Database:
             yield session
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A connection without the ORM and outside any transaction, for the hottest reads
-        (``/api/me``): each statement reads one consistent snapshot of its own."""
-        with self._read_engine.connect() as conn:
-            yield conn
+    def direct_read(self) -> Iterator[Direct]:
+        """A read outside any transaction on the driver's own connection (``mfa.direct``), for
+        the hottest reads (``/api/me``): each statement reads one consistent snapshot of its
+        own. On PostgreSQL the connection is in autocommit for the read: one round trip instead
+        of three (BEGIN, the query, and the ROLLBACK at check-in)."""
+        conn = self.engine.raw_connection()
+        try:
+            driver = conn.driver_connection
+            if not self.is_sqlite:  # SQLite's connections begin nothing anyway (_tune_sqlite)
+                driver.autocommit = True  # type: ignore[union-attr]
+            cursor = conn.cursor()
+            try:
+                yield Direct(cursor, self.engine.dialect)
+            finally:
+                cursor.close()
+                if not self.is_sqlite:
+                    driver.autocommit = False  # type: ignore[union-attr]
+        finally:
+            conn.close()  # back to the pool
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -116,6 +116,25 @@ class FactorFields(Protocol):
     def serial(self) -> str | None: ...
 
 
+class FactorView(FactorFields, Protocol):
+    """A factor with what its view shows of other tables, read in the same row
+    (``factors.VIEW_COLUMNS``): its security key's details for a ``webauthn`` factor, its
+    count of unused codes for a ``recovery`` one; None where they do not apply."""
+
+    @property
+    def aaguid(self) -> str | None: ...
+    @property
+    def transports(self) -> str | None: ...
+    @property
+    def backup_eligible(self) -> bool | int | None: ...
+    @property
+    def backed_up(self) -> bool | int | None: ...
+    @property
+    def user_verified(self) -> bool | int | None: ...
+    @property
+    def remaining(self) -> int | None: ...
+
+
 class FactorState(FactorFields, Protocol):
     """What checking an answer reads of a factor: a ``Factor``, or a ``FactorRow``."""
 

@@ -6,20 +6,22 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 
+from ..direct import prepared
 from ..errors import Unauthorized
 from ..models import Factor, User, table_of
 from . import tokens
-from .factors import view
+from .factors import VIEW_COLUMNS, VIEW_FROM, view
 
 if TYPE_CHECKING:
     from ..context import Context
     from .tokens import Principal
 
 _U, _F = table_of(User), table_of(Factor)
-# The user and their factors in one query: a row per factor, or one with no factor (id NULL).
-_ME = (
-    select(_U.c.username, _U.c.is_admin, _F)
-    .select_from(_U.outerjoin(_F, _F.c.user_id == _U.c.id))
+# The user and the views of their factors in one query: a row per factor, or one with no
+# factor (id NULL).
+_ME = prepared(
+    select(_U.c.username, _U.c.is_admin, *VIEW_COLUMNS)
+    .select_from(_U.outerjoin(VIEW_FROM, _F.c.user_id == _U.c.id))
     .where(_U.c.id == bindparam("id"))
     .order_by(_F.c.created_at, _F.c.id)
 )
@@ -30,18 +32,18 @@ def me_by_token(ctx: Context, bearer: str) -> dict[str, Any]:
 
 
 def me(ctx: Context, principal: Principal) -> dict[str, Any]:
-    # One query for rows on a bare connection: this runs on every call of /api/me, and there
-    # the ORM's session and object loading cost more than the query.
-    with ctx.db.connect() as conn:
-        rows = conn.execute(_ME, {"id": principal.user_id}).all()
+    # One query on the driver's connection: this runs on every call of /api/me, and there
+    # SQLAlchemy's execution of the statement cost more than the database's.
+    with ctx.db.direct_read() as reader:
+        rows = reader.execute(_ME, {"id": principal.user_id}).all()
         if not rows:
             # A valid token for a user deleted since: the token speaks for nobody.
             raise Unauthorized
         return {
             "sub": principal.user_id,
             "username": rows[0].username,
-            "admin": rows[0].is_admin,
+            "admin": bool(rows[0].is_admin),  # SQLite gives 0 or 1 (mfa.direct)
             "amr": list(principal.amr),
             "auth_time": principal.auth_time,
-            "factors": [view(conn, row) for row in rows if row.id is not None],
+            "factors": [view(row) for row in rows if row.id is not None],
         }

@@ -12,7 +12,7 @@ from sqlmodel import Session, col
 from ..errors import NotFound
 from ..models import Factor, LoginTransaction, Throttle, User
 from . import audit, throttle, tokens, users
-from .factors import listing_in, view
+from .factors import listing_in
 
 if TYPE_CHECKING:
     from ..context import Context, RequestMeta
@@ -112,8 +112,7 @@ def reset_factors(ctx: Context, username: str, actor: str, meta: RequestMeta) ->
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         unlocked = throttle.clear(session, throttle.MFA, user.id)
-        removed = list(session.scalars(select(Factor).where(col(Factor.user_id) == user.id)))
-        gone = [view(session, f) for f in removed]
+        gone = listing_in(session, user.id)
         # Recovery codes go with their factor (ON DELETE CASCADE).
         session.execute(
             delete(Factor)

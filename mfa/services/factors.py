@@ -22,8 +22,16 @@ from ..errors import (
 )
 from ..factors.base import Rejected
 from ..factors.hotp import Hotp
-from ..models import Account, Factor, FactorFields, LoginTransaction, new_id, table_of
-from . import audit, inventory, recovery, throttle, tokens, transactions, users
+from ..models import (
+    Account,
+    Factor,
+    FactorFields,
+    FactorView,
+    LoginTransaction,
+    new_id,
+    table_of,
+)
+from . import audit, inventory, recovery, throttle, tokens, transactions, users, webauthn
 from .handlers import HANDLERS, Answer, accept_counter, open_secret, secret_context
 
 if TYPE_CHECKING:
@@ -38,7 +46,14 @@ PENDING_LIFETIME = 3600
 _F = table_of(Factor)
 
 
-def view(reader: Reader, factor: FactorFields) -> dict[str, Any]:
+# A factor's view in one row: its own columns, its security key's details (webauthn) and its
+# unused codes (recovery). A listing reads all of it in one query, rather than one more query
+# per key and per recovery set; ``view`` needs nothing else.
+VIEW_COLUMNS = (*_F.c, *webauthn.VIEW_COLUMNS, recovery.REMAINING)
+VIEW_FROM = webauthn.with_credential(_F)
+
+
+def view(factor: FactorView) -> dict[str, Any]:
     """A factor as the API shows it: never its secret."""
     out: dict[str, Any] = {
         "id": factor.id,
@@ -51,24 +66,35 @@ def view(reader: Reader, factor: FactorFields) -> dict[str, Any]:
     }
     if factor.serial:
         out["serial"] = factor.serial
-    HANDLERS[factor.type].describe(reader, factor, out)
+    HANDLERS[factor.type].describe(factor, out)
     return out
 
 
-def login_view(reader: Reader, factor: FactorFields) -> dict[str, Any]:
+def login_view(factor: FactorView) -> dict[str, Any]:
     """The little a login shows about each factor before the second factor."""
-    full = view(reader, factor)
+    full = view(factor)
     return {k: full[k] for k in ("id", "type", "label", "remaining", "serial") if k in full}
 
 
+_VIEW_ONE = prepared(select(*VIEW_COLUMNS).select_from(VIEW_FROM).where(_F.c.id == bindparam("id")))
+
+
+def view_of(reader: Reader, factor: Factor) -> dict[str, Any]:
+    """The view of a factor changed in this session (enrolled, confirmed, renamed), as stored."""
+    if isinstance(reader, Session):
+        reader.flush()  # a Core select does not flush the session's changes by itself
+    return view(reader.execute(_VIEW_ONE, {"id": factor.id}).one())
+
+
 _ACTIVE = prepared(
-    select(_F)
+    select(*VIEW_COLUMNS)
+    .select_from(VIEW_FROM)
     .where(_F.c.user_id == bindparam("user_id"), _F.c.status == "active")
     .order_by(_F.c.created_at, _F.c.id)
 )
 
 
-def active(reader: Reader, user_id: str) -> list[FactorFields]:
+def active(reader: Reader, user_id: str) -> list[FactorView]:
     """The user's active factors, oldest first, as rows (to show and to count, not to change)."""
     return list(reader.execute(_ACTIVE, {"user_id": user_id}))
 
@@ -90,13 +116,16 @@ def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
 
 
 # Rows, not ORM objects: the listing only reads them.
-_USERS_FACTORS = (
-    select(_F).where(_F.c.user_id == bindparam("user_id")).order_by(_F.c.created_at, _F.c.id)
+_USERS_FACTORS = prepared(
+    select(*VIEW_COLUMNS)
+    .select_from(VIEW_FROM)
+    .where(_F.c.user_id == bindparam("user_id"))
+    .order_by(_F.c.created_at, _F.c.id)
 )
 
 
 def listing_in(reader: Reader, user_id: str) -> list[dict[str, Any]]:
-    return [view(reader, row) for row in reader.execute(_USERS_FACTORS, {"user_id": user_id})]
+    return [view(row) for row in reader.execute(_USERS_FACTORS, {"user_id": user_id})]
 
 
 @dataclass
@@ -170,7 +199,7 @@ def enroll(ctx: Context, enroller: Enroller, request: Any, meta: RequestMeta) ->
             now=now,
             meta=meta,
         )
-        return {**view(session, factor), **enrollment.reveal}
+        return {**view_of(session, factor), **enrollment.reveal}
 
 
 def confirm(
@@ -215,7 +244,7 @@ def confirm(
                 now=now,
                 meta=meta,
             )
-            result = view(session, factor)
+            result = view_of(session, factor)
             if enroller.tx is not None:
                 transactions.spend(session, enroller.tx, now)
                 issued = tokens.issue(
@@ -307,7 +336,7 @@ def rename(
             now=now,
             meta=meta,
         )
-        return view(session, factor)
+        return view_of(session, factor)
 
 
 def require_recent(ctx: Context, principal: Principal) -> None:
@@ -376,7 +405,7 @@ def regenerate_recovery_codes(
             count=len(fresh),
         )
         tokens.revoke_other_families(session, user.id, principal.family_id, now)
-        return {**view(session, factor), "codes": fresh}
+        return {**view_of(session, factor), "codes": fresh}
 
 
 def resync(
@@ -413,7 +442,7 @@ def resync(
                 now=now,
                 meta=meta,
             )
-            result = view(session, factor)
+            result = view_of(session, factor)
     if error:
         raise error
     return result

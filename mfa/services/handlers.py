@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from .. import ocra
-from ..db import Reader, Writer
+from ..db import Writer
 from ..direct import prepared
 from ..errors import InvalidRequest
 from ..factors.base import Accepted, CodeFactorType, Enrollment, Rejected
@@ -25,8 +25,8 @@ from ..factors.ocra import Ocra
 from ..factors.totp import Totp
 from ..models import (
     Factor,
-    FactorFields,
     FactorState,
+    FactorView,
     HardwareToken,
     LoginTransaction,
     User,
@@ -77,7 +77,7 @@ class Handler(Protocol):
         a login's verify, on its ``Direct`` transaction: statements only, no ORM."""
         ...
 
-    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None: ...
+    def describe(self, factor: FactorView, out: dict[str, Any]) -> None: ...
 
 
 def secret_context(factor_id: str) -> str:
@@ -214,7 +214,7 @@ class CodeHandler:
             transactions.keep_challenge(writer, tx, None, None)
         return ["otp"]
 
-    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
+    def describe(self, factor: FactorView, out: dict[str, Any]) -> None:
         out["algorithm"] = factor.algorithm
         out["digits"] = factor.digits
         if factor.period is not None:
@@ -265,7 +265,7 @@ class OcraHandler(CodeHandler):
         tx.questions += 1
         return super().challenge(session, ctx, factor, tx, now)
 
-    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
+    def describe(self, factor: FactorView, out: dict[str, Any]) -> None:
         out["suite"] = factor.suite
         out["digits"] = factor.digits
         if factor.period is not None:

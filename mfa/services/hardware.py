@@ -22,7 +22,7 @@ from ..models import Factor, HardwareToken, User, new_id
 from ..secretbox import SealError
 from ..seedfile import Seed, SeedFileError
 from . import audit, inventory, users
-from .factors import MAX_FACTORS_PER_USER, view
+from .factors import MAX_FACTORS_PER_USER, view_of
 from .handlers import pin_context, secret_context
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ def assign(
             factor_type=factor.type,
             **_actor_detail(_actor(session, actor_id)),
         )
-        return {**token_view(token, user.username), "factor": view(session, factor)}
+        return {**token_view(token, user.username), "factor": view_of(session, factor)}
 
 
 def _factor_from(ctx: Context, token: HardwareToken, user: User, now: int) -> Factor:

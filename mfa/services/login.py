@@ -162,7 +162,7 @@ def _open_login(
             "mfa_token": token,
             "expires_in": ctx.settings.mfa_token_ttl,
             "enroll_required": not factors,
-            "factors": [login_view(writer, f) for f in factors],
+            "factors": [login_view(f) for f in factors],
         }
 
 
@@ -195,7 +195,7 @@ def step_up(ctx: Context, principal: Principal, meta: RequestMeta) -> dict[str, 
         return {
             "mfa_token": token,
             "expires_in": ctx.settings.mfa_token_ttl,
-            "factors": [login_view(session, f) for f in factors],
+            "factors": [login_view(f) for f in factors],
         }
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlmodel import Session, col
 
 from ..db import Reader, Writer
@@ -34,8 +34,8 @@ from ..factors.base import Enrollment, Rejected
 from ..models import (
     Account,
     Factor,
-    FactorFields,
     FactorState,
+    FactorView,
     LoginTransaction,
     RecoveryCode,
     User,
@@ -90,6 +90,19 @@ _ANOTHER_FACTOR = prepared(
     .where(_F.c.user_id == bindparam("user"), _F.c.status == "active", _F.c.type != TYPE)
     .limit(1)
 )
+
+
+# A recovery factor's unused codes, as a column of a select over factors (``factors.VIEW_COLUMNS``);
+# NULL for a factor of another type, whose row it does not count for.
+REMAINING = case(
+    (
+        _F.c.type == TYPE,
+        select(func.count())
+        .where(_R.c.factor_id == _F.c.id, _R.c.used_at.is_(None))
+        .scalar_subquery(),
+    ),
+    else_=None,
+).label("remaining")
 
 
 def remaining(reader: Reader, factor_id: str) -> int:
@@ -219,5 +232,5 @@ class RecoveryHandler:
         writer.execute(_USED, {"factor": factor.id, "at": now})
         return ["otp"]  # RFC 8176 section 2: "otp" covers one-time passwords of any kind
 
-    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
-        out["remaining"] = remaining(reader, factor.id)
+    def describe(self, factor: FactorView, out: dict[str, Any]) -> None:
+        out["remaining"] = factor.remaining or 0

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, bindparam, or_, select, update
+from sqlalchemy import Boolean, FromClause, Join, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from ..db import Reader, Writer, dialect_name
+from ..db import Writer, dialect_name
 from ..direct import prepared
 from ..factors.base import Disabled, Enrollment, Rejected
 from ..factors.webauthn import (
@@ -35,9 +35,9 @@ from ..factors.webauthn import (
 from ..models import (
     FACTOR_ROW_COLUMNS,
     Factor,
-    FactorFields,
     FactorRow,
     FactorState,
+    FactorView,
     LoginTransaction,
     User,
     WebauthnCredential,
@@ -92,11 +92,22 @@ def keys_of(session: Session, user_id: str, *, active_only: bool) -> list[KeyDes
 
 _C = table_of(WebauthnCredential)
 _F = table_of(Factor)
-_DESCRIBED = prepared(
-    select(
-        _C.c.aaguid, _C.c.transports, _C.c.backup_eligible, _C.c.backed_up, _C.c.user_verified
-    ).where(_C.c.factor_id == bindparam("factor"))
+# A key's details its factor's view shows (``factors.VIEW_COLUMNS``), from a select over
+# factors joined with ``with_credential``.
+VIEW_COLUMNS = (
+    _C.c.aaguid,
+    _C.c.transports,
+    _C.c.backup_eligible,
+    _C.c.backed_up,
+    _C.c.user_verified,
 )
+
+
+def with_credential(factors: FromClause) -> Join:
+    """``factors`` (the factors table, or a join that holds it) with each factor's security
+    key, if it has one: one per webauthn factor, none for the other types."""
+    return factors.outerjoin(_C, _C.c.factor_id == _F.c.id)
+
 
 # A login's verify: the statements of ``check`` and ``locate``, built once.
 _U = table_of(WebauthnUser)
@@ -240,16 +251,15 @@ class WebauthnHandler:
         # also verified its user (the UV flag: a PIN or a biometric).
         return ["hwk", "user"] if verified.user_verified else ["hwk"]
 
-    def describe(self, reader: Reader, factor: FactorFields, out: dict[str, Any]) -> None:
-        row = reader.execute(_DESCRIBED, {"factor": factor.id}).first()
-        if row is None:
+    def describe(self, factor: FactorView, out: dict[str, Any]) -> None:
+        if factor.aaguid is None:  # no key stored (never, once the factor is confirmed)
             return
-        out["aaguid"] = row.aaguid
-        out["transports"] = _transports(row.transports)
-        # bool(): read through ``mfa.direct`` (a login's factor list), SQLite gives 0 or 1.
-        out["backup_eligible"] = bool(row.backup_eligible)
-        out["backed_up"] = bool(row.backed_up)
-        out["user_verified"] = bool(row.user_verified)
+        out["aaguid"] = factor.aaguid
+        out["transports"] = _transports(factor.transports or "[]")
+        # bool(): read through ``mfa.direct``, SQLite gives 0 or 1.
+        out["backup_eligible"] = bool(factor.backup_eligible)
+        out["backed_up"] = bool(factor.backed_up)
+        out["user_verified"] = bool(factor.user_verified)
 
     def locate(self, writer: Writer, user_id: str, answer: dict[str, Any]) -> FactorRow | None:
         """The user's active key factor that ``answer`` (a ``toJSON()`` credential) names by its
