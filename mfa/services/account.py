@@ -10,7 +10,7 @@ from ..direct import prepared
 from ..errors import Unauthorized
 from ..models import Factor, User, table_of
 from . import tokens
-from .factors import VIEW_COLUMNS, VIEW_FROM, view
+from .factors import VIEW_COLUMNS, view, view_from
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -21,7 +21,7 @@ _U, _F = table_of(User), table_of(Factor)
 # factor (id NULL).
 _ME = prepared(
     select(_U.c.username, _U.c.is_admin, *VIEW_COLUMNS)
-    .select_from(_U.outerjoin(VIEW_FROM, _F.c.user_id == _U.c.id))
+    .select_from(view_from(_U.outerjoin(_F, _F.c.user_id == _U.c.id)))
     .where(_U.c.id == bindparam("id"))
     .order_by(_F.c.created_at, _F.c.id)
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import FromClause, Join, bindparam, delete, func, select
 from sqlmodel import Session, col
 
 from ..db import Reader, Writer
@@ -50,7 +50,16 @@ _F = table_of(Factor)
 # unused codes (recovery). A listing reads all of it in one query, rather than one more query
 # per key and per recovery set; ``view`` needs nothing else.
 VIEW_COLUMNS = (*_F.c, *webauthn.VIEW_COLUMNS, recovery.REMAINING)
-VIEW_FROM = webauthn.with_credential(_F)
+
+
+def view_from(factors: FromClause = _F) -> Join:
+    """What ``VIEW_COLUMNS`` reads: ``factors`` (the factors table, or a join that ends with it)
+    joined with the tables it reads besides. A join of its own, not one nested in another: for
+    a nested one SQLite scans every factor."""
+    return webauthn.with_credential(factors)
+
+
+VIEW_FROM = view_from()
 
 
 def view(factor: FactorView) -> dict[str, Any]:
