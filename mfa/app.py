@@ -86,6 +86,7 @@ def create_app(
         await ctx.run(schema.ensure, ctx.db, upgrade_if_behind=False)
         await ctx.run(ctx.keys.jwks)  # makes the first signing key if there is none
         ctx.db.checkpoint_in_background()
+        await ctx.db.open_loop_reads()
         if freeze_after_startup:
             # Everything made so far (modules, engine, keys) lives as long as the process.
             # Out of the collector's sight, it no longer makes each full collection a pause of
@@ -98,6 +99,7 @@ def create_app(
                 background.start_soon(maintenance.run_periodically, ctx)
             yield
             background.cancel_scope.cancel()
+        await ctx.db.close_loop_reads()
         ctx.db.dispose()
 
     table = routes()
@@ -111,7 +113,7 @@ def create_app(
     app.state.site = pages.Site.load()
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(CatchAll)
-    app.add_middleware(Observe, routes=table)
+    app.add_middleware(Observe)
     return app
 
 

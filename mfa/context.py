@@ -75,18 +75,6 @@ class Context:
             lambda: fn(*args, **kwargs), limiter=self._work_limiter
         )
 
-    async def run_read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a short read (an index lookup or two) where it costs least.
-
-        On SQLite, right here in the event loop: a read is a local call of some microseconds
-        that never waits for a writer (WAL), and the trip to a worker thread and back, with
-        the GIL handed over each way, cost more than the read itself. On PostgreSQL, in a
-        worker thread: a network round trip must not hold up the loop.
-        """
-        if self.db.is_sqlite:
-            return fn(*args, **kwargs)
-        return await self.run(fn, *args, **kwargs)
-
     async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work around a password hash (a login: its claim, the hash, its writes) in a
         thread; the hash itself takes a slot with ``hashing``.

@@ -52,6 +52,7 @@ class _Compiled:
     order: tuple[str, ...] | None
     defaults: Mapping[str, Any]  # values the statement carries itself (literals, constants)
     required: frozenset[str]
+    returns_rows: bool  # a select, or a write with RETURNING
 
 
 def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
@@ -77,21 +78,22 @@ def _compile(statement: Executable, dialect: Dialect, keys: tuple[str, ...]) -> 
         order=tuple(order) if order is not None else None,
         defaults=defaults,
         required=frozenset(b.key for b in binds if b.required),
+        returns_rows=not (compiled.isinsert or compiled.isupdate or compiled.isdelete)
+        or bool(compiled.effective_returning),
     )
 
 
 class Result:
     """What ``Direct.execute`` returns: the few ``Result`` methods our statements use, with
-    rows as named tuples."""
+    rows as named tuples. The rows are fetched at once (every statement here reads a few)."""
 
-    def __init__(self, cursor: Any, sql: str) -> None:
-        self._cursor = cursor
-        self._sql = sql
-        self.rowcount: int = cursor.rowcount
+    def __init__(self, make: Callable[..., Any], rows: Sequence[Sequence[Any]], rowcount: int):
+        self._make_row = make
+        self._rows = rows
+        self.rowcount = rowcount
 
     def first(self) -> Any:
-        found = self._cursor.fetchone()
-        return None if found is None else self._make(found)
+        return self._make(self._rows[0]) if self._rows else None
 
     def one(self) -> Any:
         found = self.first()
@@ -100,49 +102,82 @@ class Result:
         return found
 
     def scalar(self) -> Any:
-        found = self._cursor.fetchone()
-        return None if found is None else found[0]
+        return self._rows[0][0] if self._rows else None
 
     def scalar_one(self) -> Any:
         return self.one()[0]
 
     def all(self) -> list[Any]:
-        return [self._make(r) for r in self._cursor.fetchall()]
+        return [self._make(r) for r in self._rows]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.all())
 
     def _make(self, values: Sequence[Any]) -> Any:
-        row = _ROWS.get(self._sql)
-        if row is None:
-            # Named after the columns the driver describes; duplicates get positional names.
-            names = [d[0] for d in self._cursor.description]
-            row = _ROWS[self._sql] = namedtuple("Row", names, rename=True)
-        return row(*values)
+        return self._make_row(*values)
+
+
+def _result(sql: str, cursor: Any, rows: Sequence[Sequence[Any]]) -> Result:
+    make = _ROWS.get(sql)
+    if make is None:
+        if not rows:
+            return Result(tuple, rows, cursor.rowcount)  # no row to make
+        # Named after the columns the driver describes (psycopg builds its description anew
+        # at each look, so once per statement); duplicates get positional names.
+        names = [d[0] for d in cursor.description]
+        make = _ROWS[sql] = namedtuple("Row", names, rename=True)
+    return Result(make, rows, cursor.rowcount)
+
+
+def _bound(
+    statement: Executable, dialect: Dialect, params: Mapping[str, Any] | None
+) -> tuple[_Compiled, Sequence[Any] | Mapping[str, Any]]:
+    """The SQL of ``statement`` for ``dialect``, and its parameters as the driver takes them."""
+    params = params or {}
+    keys = tuple(params)
+    cache_key = (id(statement), dialect.name, keys)
+    compiled = _COMPILED.get(cache_key)
+    if compiled is None:
+        compiled = _compile(statement, dialect, keys)
+        if _PREPARED.get(id(statement)) is statement:
+            _COMPILED[cache_key] = compiled
+    missing = compiled.required.difference(params)
+    if missing:
+        raise KeyError(f"missing parameters: {', '.join(sorted(missing))}")
+    values = {**compiled.defaults, **params}
+    if compiled.order is not None:
+        return compiled, [values[name] for name in compiled.order]
+    return compiled, values
 
 
 class Direct:
-    """One write transaction on a pooled driver connection (``Database.direct``)."""
+    """One write transaction on a pooled driver connection (``Database.direct``), or one read
+    outside any (``Database.direct_read``)."""
 
     def __init__(self, cursor: Any, dialect: Dialect) -> None:
         self._cursor = cursor
         self.dialect = dialect
 
     def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Result:
-        params = params or {}
-        keys = tuple(params)
-        cache_key = (id(statement), self.dialect.name, keys)
-        compiled = _COMPILED.get(cache_key)
-        if compiled is None:
-            compiled = _compile(statement, self.dialect, keys)
-            if _PREPARED.get(id(statement)) is statement:
-                _COMPILED[cache_key] = compiled
-        missing = compiled.required.difference(params)
-        if missing:
-            raise KeyError(f"missing parameters: {', '.join(sorted(missing))}")
-        values = {**compiled.defaults, **params}
-        if compiled.order is not None:
-            self._cursor.execute(compiled.sql, [values[name] for name in compiled.order])
-        else:
-            self._cursor.execute(compiled.sql, values)
-        return Result(self._cursor, compiled.sql)
+        compiled, values = _bound(statement, self.dialect, params)
+        cursor = self._cursor
+        cursor.execute(compiled.sql, values)
+        return _result(compiled.sql, cursor, cursor.fetchall() if compiled.returns_rows else ())
+
+
+class AsyncDirect:
+    """``Direct`` on an asyncio driver cursor (psycopg's): a read in the event loop
+    (``Database.fetch``)."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self.dialect = dialect
+
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Result:
+        compiled, values = _bound(statement, self.dialect, params)
+        cursor = self._cursor
+        await cursor.execute(compiled.sql, values)
+        rows = await cursor.fetchall() if compiled.returns_rows else ()
+        return _result(compiled.sql, cursor, rows)

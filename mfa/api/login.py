@@ -101,5 +101,4 @@ async def jwks(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     ctx = context(request)
-    # The token check and the read together: one trip to a worker thread, if any.
-    return json(await ctx.run_read(account.me_by_token, ctx, bearer_token(request)))
+    return json(await account.me_by_token(ctx, bearer_token(request)))

@@ -14,7 +14,6 @@ from .factors import VIEW_COLUMNS, view, view_from
 
 if TYPE_CHECKING:
     from ..context import Context
-    from .tokens import Principal
 
 _U, _F = table_of(User), table_of(Factor)
 # The user and the views of their factors in one query: a row per factor, or one with no
@@ -27,23 +26,20 @@ _ME = prepared(
 )
 
 
-def me_by_token(ctx: Context, bearer: str) -> dict[str, Any]:
-    return me(ctx, tokens.authenticate(ctx, bearer))
-
-
-def me(ctx: Context, principal: Principal) -> dict[str, Any]:
-    # One query on the driver's connection: this runs on every call of /api/me, and there
-    # SQLAlchemy's execution of the statement cost more than the database's.
-    with ctx.db.direct_read() as reader:
-        rows = reader.execute(_ME, {"id": principal.user_id}).all()
-        if not rows:
-            # A valid token for a user deleted since: the token speaks for nobody.
-            raise Unauthorized
-        return {
-            "sub": principal.user_id,
-            "username": rows[0].username,
-            "admin": bool(rows[0].is_admin),  # SQLite gives 0 or 1 (mfa.direct)
-            "amr": list(principal.amr),
-            "auth_time": principal.auth_time,
-            "factors": [view(row) for row in rows if row.id is not None],
-        }
+async def me_by_token(ctx: Context, bearer: str) -> dict[str, Any]:
+    """/api/me, all in the event loop: the token check, then one query on the driver's
+    connection (``Database.fetch``). This runs on every call, and there SQLAlchemy's execution
+    of the statement, and a trip to a worker thread, each cost more than the database's work."""
+    principal = await tokens.authenticate_in_loop(ctx, bearer)
+    rows = await ctx.db.fetch(_ME, {"id": principal.user_id})
+    if not rows:
+        # A valid token for a user deleted since: the token speaks for nobody.
+        raise Unauthorized
+    return {
+        "sub": principal.user_id,
+        "username": rows[0].username,
+        "admin": bool(rows[0].is_admin),  # SQLite gives 0 or 1 (mfa.direct)
+        "amr": list(principal.amr),
+        "auth_time": principal.auth_time,
+        "factors": [view(row) for row in rows if row.id is not None],
+    }

@@ -63,6 +63,15 @@ class KeyStore:
     def jwks(self) -> dict[str, Any]:
         return self._current().jwks
 
+    def cached(self, kid: str) -> KeySet | None:
+        """The published keys, if ``kid`` is one of them and the cache is fresh: what a token
+        can be checked against in the event loop, without reading the database. None when that
+        takes a read first (the cache has expired, or ``kid`` is new to it)."""
+        snap = self._snapshot
+        if snap is None or not self._fresh(snap):
+            return None
+        return snap.published if any(k.kid == kid for k in snap.published.keys) else None
+
     def knows(self, kid: str) -> bool:
         """Whether ``kid`` is published, reloading once if it is not (a fresh rotation)."""
         snap = self._current()
@@ -79,9 +88,12 @@ class KeyStore:
 
     def _current(self) -> _Snapshot:
         snap = self._snapshot
-        if snap is None or time.monotonic() - snap.loaded_at > self._settings.key_cache_seconds:
+        if snap is None or not self._fresh(snap):
             snap = self._reload()
         return snap
+
+    def _fresh(self, snap: _Snapshot) -> bool:
+        return time.monotonic() - snap.loaded_at <= self._settings.key_cache_seconds
 
     def _reload(self) -> _Snapshot:
         with self._lock:
