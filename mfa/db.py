@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine, Executable, create_engine, event, text
@@ -30,6 +31,7 @@ from .checkpoints import Checkpointer
 from .direct import AsyncDirect, Direct
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+LOOP_READS_NAME = "mfa loop reads"
 
 # What a read or a write runs on: a Session, a bare Connection, or the driver's own connection
 # where SQLAlchemy's execution costs more than the statements (the login path and /api/me:
@@ -138,11 +140,21 @@ class Database:
         if self.is_sqlite:
             with self.direct_read() as reader:
                 return reader.execute(statement, params).all()
-        if self._loop_reads is None:
+        pool = self._loop_reads
+        if pool is None:
             raise RuntimeError("open_loop_reads() first: the app does at startup")
-        async with self._loop_reads.connection() as conn, conn.cursor() as cursor:
-            result = await AsyncDirect(cursor, self.engine.dialect).execute(statement, params)
-            return result.all()
+        # A pooled connection the server has closed since (a restart, an idle timeout) fails
+        # at its first use; the pool then drops it. The read is safe to repeat once on another.
+        for attempt in (1, 2):
+            async with pool.connection() as conn:
+                try:
+                    async with conn.cursor() as cursor:
+                        direct = AsyncDirect(cursor, self.engine.dialect)
+                        return (await direct.execute(statement, params)).all()
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.broken:
+                        raise
+        raise AssertionError("unreachable")
 
     async def open_loop_reads(self) -> None:
         """On PostgreSQL: open the pool ``fetch`` reads on, in the running event loop (the
@@ -153,7 +165,8 @@ class Database:
         conninfo = make_url(self.url).set(drivername="postgresql")
         self._loop_reads = AsyncConnectionPool(
             conninfo.render_as_string(hide_password=False),
-            kwargs={"autocommit": True},
+            # Named, so that an operator tells them apart in pg_stat_activity.
+            kwargs={"autocommit": True, "application_name": LOOP_READS_NAME},
             min_size=1,
             max_size=self._pool_size,
             name="loop-reads",
