@@ -112,9 +112,10 @@ def notes(rows: list[Row]) -> list[str]:
                 "cores during this run; the figure is lower than this machine can do"
             )
         if r is not None and r.exhausted:
+            knob = "WEBAUTHN_USERS" if "security key" in row.scenario else "VERIFY_USERS"
             out.append(
                 f"{row.scenario} ({row.database}): ran out of prepared users before the end; "
-                "its rate is a lower bound (raise VERIFY_USERS in bench/settings.py)"
+                f"its rate is a lower bound (raise {knob} in bench/settings.py)"
             )
     return out
 

@@ -101,6 +101,7 @@ def create_app(
             background.cancel_scope.cancel()
         await ctx.db.close_loop_reads()
         ctx.db.dispose()
+        ctx.close()
 
     table = routes()
     table.append(Route("/metrics", metrics_endpoint, methods=["GET"]))

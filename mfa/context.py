@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-import anyio.to_thread
-from anyio import CapacityLimiter
+import anyio
 
 from .config import Settings
 from .db import Database
@@ -39,9 +42,10 @@ class Context:
     box: SecretBox
     keys: KeyStore
     clock: Callable[[], float] = time.time
-    _hash_limiter: CapacityLimiter | None = field(default=None, repr=False)
     _hash_slots: threading.BoundedSemaphore = field(init=False, repr=False)
-    _work_limiter: CapacityLimiter | None = field(default=None, repr=False)
+    # Made at first use, in the event loop's thread (so no two at once).
+    _work: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _hash_work: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Made here, not on first use: threads would race to make it.
@@ -69,11 +73,9 @@ class Context:
         trade it back and forth, and a request waits less in the event loop's queue than in
         that scramble.
         """
-        if self._work_limiter is None:
-            self._work_limiter = CapacityLimiter(self.settings.worker_threads)
-        return await anyio.to_thread.run_sync(
-            lambda: fn(*args, **kwargs), limiter=self._work_limiter
-        )
+        if self._work is None:
+            self._work = ThreadPoolExecutor(self.settings.worker_threads, "mfa-work")
+        return await _in_thread(self._work, fn, *args, **kwargs)
 
     async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work around a password hash (a login: its claim, the hash, its writes) in a
@@ -82,11 +84,17 @@ class Context:
         There are twice as many such threads as slots: while one waits for the database
         before or after its hash (a commit's flush on PostgreSQL), another can hash.
         """
-        if self._hash_limiter is None:
-            self._hash_limiter = CapacityLimiter(2 * self.settings.hash_concurrency)
-        return await anyio.to_thread.run_sync(
-            lambda: fn(*args, **kwargs), limiter=self._hash_limiter
-        )
+        if self._hash_work is None:
+            self._hash_work = ThreadPoolExecutor(2 * self.settings.hash_concurrency, "mfa-hash")
+        return await _in_thread(self._hash_work, fn, *args, **kwargs)
+
+    def close(self) -> None:
+        """Let the worker threads go once their work is done (the app's shutdown); ``run``
+        starts new ones if it is called again."""
+        for pool in (self._work, self._hash_work):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        self._work = self._hash_work = None
 
     @contextmanager
     def hashing(self) -> Iterator[None]:
@@ -97,3 +105,20 @@ class Context:
         """
         with self._hash_slots:
             yield
+
+
+async def _in_thread(
+    pool: ThreadPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``fn`` on one of ``pool``'s threads, with this task's context variables (the request id
+    of its log lines). The event loop's own executor hand-off, not anyio's ``to_thread``: under
+    load that took twice the CPU per trip (about 50 µs against 23).
+
+    As with ``to_thread``, a cancelled caller still waits for the thread: its work (a
+    transaction, a checkout from the pool) cannot stop halfway, and must not outlive the
+    shutdown that cancelled it (the pool would be disposed under it, its connection leaked).
+    """
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    with anyio.CancelScope(shield=True):
+        result = await asyncio.get_running_loop().run_in_executor(pool, call)
+    return result  # noqa: RET504  (mypy: a CancelScope could swallow what the block raised)

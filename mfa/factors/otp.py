@@ -34,8 +34,20 @@ def b32(key: bytes) -> str:
     return base64.b32encode(key).decode().rstrip("=")
 
 
+class _Hotp(pyotp.HOTP):
+    """pyotp's HOTP with its key decoded once: pyotp decodes (and checks) the base32 secret
+    again for each code it makes, and a check makes up to three."""
+
+    _decoded: bytes | None = None
+
+    def byte_secret(self) -> bytes:
+        if self._decoded is None:
+            self._decoded = super().byte_secret()  # first called by pyotp's own __init__
+        return self._decoded
+
+
 def generator(key: bytes, algorithm: str, digits: int) -> pyotp.HOTP:
-    return pyotp.HOTP(b32(key), digits=digits, digest=ALGORITHMS[algorithm])
+    return _Hotp(b32(key), digits=digits, digest=ALGORITHMS[algorithm])
 
 
 def otp_params(factor: FactorState) -> tuple[str, int]:
