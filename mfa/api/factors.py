@@ -49,7 +49,7 @@ def _factor_id(request: Request) -> str:
 async def listing(request: Request) -> Response:
     ctx = context(request)
     who = await principal(request)
-    return json(await ctx.run(factors.listing, ctx, who.user_id))
+    return json(await factors.listing(ctx, who.user_id))
 
 
 async def create(request: Request) -> Response:

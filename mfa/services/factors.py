@@ -119,11 +119,6 @@ def has_active(session: Session, user_id: str) -> bool:
     )
 
 
-def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
-    with ctx.db.read() as session:
-        return listing_in(session, user_id)
-
-
 # Rows, not ORM objects: the listing only reads them.
 _USERS_FACTORS = prepared(
     select(*VIEW_COLUMNS)
@@ -131,6 +126,11 @@ _USERS_FACTORS = prepared(
     .where(_F.c.user_id == bindparam("user_id"))
     .order_by(_F.c.created_at, _F.c.id)
 )
+
+
+async def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
+    """The caller's factors, read in the event loop (``Database.fetch``): one query."""
+    return [view(row) for row in await ctx.db.fetch(_USERS_FACTORS, {"user_id": user_id})]
 
 
 def listing_in(reader: Reader, user_id: str) -> list[dict[str, Any]]:
