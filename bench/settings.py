@@ -32,7 +32,7 @@ PACED_CONNECTIONS = 64
 # good once per time step); the peak run gets two thirds, the half-rate run the rest.
 VERIFY_USERS = {"sqlite": 60_000, "postgresql": 45_000}
 # Security-key logins are prepared through the service's own calls, a few ms each.
-WEBAUTHN_USERS = {"sqlite": 4_500, "postgresql": 3_000}
+WEBAUTHN_USERS = {"sqlite": 6_000, "postgresql": 4_000}
 ME_USERS = 256
 PASSWORD_USERS = 2_000
 INSERT_BATCH = 5_000
