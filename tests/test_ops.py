@@ -24,6 +24,8 @@ def test_readyz_answers_when_the_database_does(client):
 def test_readyz_is_503_when_the_database_does_not_answer(settings, clock):
     app = create_app(settings, clock=clock)
     with TestClient(app) as c:
+        # The database goes away under the running app: close what its startup opened first.
+        c.portal.call(app.state.ctx.db.close_loop_reads)
         app.state.ctx.db.dispose()
         app.state.ctx.db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")
         r = c.get("/readyz")
