@@ -1,4 +1,5 @@
-"""Core statements run on the database driver's own cursor, for the hottest write path.
+"""Core statements run on the database driver's own cursor, for the hottest paths: the login's
+writes, and the reads of /api/me and the factor list.
 
 On the login's verify call, SQLAlchemy's per-statement work (events, compiled-cache lookup,
 parameter processing, result objects) cost about ten times what SQLite spends on one of its
@@ -7,7 +8,8 @@ verified about 380 TOTP codes/s on SQLite; with the same statements run here, ab
 
 So a ``Direct`` transaction takes a connection from the engine's pool and runs each statement
 on the driver's cursor, compiled for the engine's dialect once per statement and set of
-parameter names. The statements stay SQLAlchemy Core, written once for both databases against
+parameter names; ``AsyncDirect`` does the same on an asyncio connection of psycopg's (the
+event loop's reads on PostgreSQL, ``Database.fetch``). The statements stay SQLAlchemy Core, written once for both databases against
 the models' tables; only their execution is ours. What this gives up, and why that is safe for
 the statements it runs: no type processing of parameters or results (they are strings,
 integers, bytes and booleans, which sqlite3 and psycopg pass through as they are; SQLite
