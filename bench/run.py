@@ -167,7 +167,16 @@ def bench_database(kind: str, url: str, workdir: Path, patience_s: float) -> Mea
         key_verify = None
         if data.webauthn:
             key_file = write_lines(files / "verify-webauthn.txt", data.webauthn)
-            key_verify = run(Load("verify-webauthn", "POST", VERIFY, Feed.ONCE, key_file))
+            key_verify = run(
+                Load(
+                    "verify-webauthn",
+                    "POST",
+                    VERIFY,
+                    Feed.ONCE,
+                    key_file,
+                    duration_s=settings.WEBAUTHN_DURATION_S,
+                )
+            )
 
         # Before and after the logins, on the same cores with the server idle: the mean of
         # the two is what the logins are compared with, and their spread shows drifting load.
