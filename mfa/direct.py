@@ -9,11 +9,12 @@ verified about 380 TOTP codes/s on SQLite; with the same statements run here, ab
 So a ``Direct`` transaction takes a connection from the engine's pool and runs each statement
 on the driver's cursor, compiled for the engine's dialect once per statement and set of
 parameter names; ``AsyncDirect`` does the same on an asyncio connection of psycopg's (the
-event loop's reads on PostgreSQL, ``Database.fetch``). The statements stay SQLAlchemy Core, written once for both databases against
-the models' tables; only their execution is ours. What this gives up, and why that is safe for
-the statements it runs: no type processing of parameters or results (they are strings,
-integers, bytes and booleans, which sqlite3 and psycopg pass through as they are; SQLite
-returns a boolean column as 0 or 1), no ORM objects, no events.
+event loop's reads on PostgreSQL, ``Database.fetch``). The statements stay SQLAlchemy Core,
+written once for both databases against the models' tables; only their execution is ours.
+What this gives up, and why that is safe for the statements it runs: no type processing of
+parameters or results (they are strings, integers, bytes and booleans, which sqlite3 and
+psycopg pass through as they are; SQLite returns a boolean column as 0 or 1), no ORM objects,
+no events.
 """
 
 from __future__ import annotations
