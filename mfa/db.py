@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Connection, Engine, Executable, create_engine, event, text
+from sqlalchemy import Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
@@ -33,16 +33,16 @@ from .direct import AsyncDirect, Direct
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 LOOP_READS_NAME = "mfa loop reads"
 
-# What a read or a write runs on: a Session, a bare Connection, or the driver's own connection
-# where SQLAlchemy's execution costs more than the statements (the login path and /api/me:
+# What a read or a write runs on: a Session, or the driver's own connection where SQLAlchemy's
+# execution costs more than the statements (the login path and the event loop's reads:
 # ``mfa.direct``).
-Reader: TypeAlias = Session | Connection | Direct
-Writer: TypeAlias = Session | Connection | Direct
+Reader: TypeAlias = Session | Direct
+Writer: TypeAlias = Session | Direct
 
 
 def dialect_name(runner: Reader) -> str:
     """The backend's name ("sqlite" or "postgresql"), for the few statements that differ."""
-    if isinstance(runner, Connection | Direct):
+    if isinstance(runner, Direct):
         return runner.dialect.name
     return runner.get_bind().dialect.name
 
@@ -110,36 +110,20 @@ class Database:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
-    @contextmanager
-    def direct_read(self) -> Iterator[Direct]:
-        """A read outside any transaction on the driver's own connection (``mfa.direct``), for
-        the hottest reads (``/api/me``): each statement reads one consistent snapshot of its
-        own. On PostgreSQL the connection is in autocommit for the read: one round trip instead
-        of three (BEGIN, the query, and the ROLLBACK at check-in)."""
-        conn = self.engine.raw_connection()
-        try:
-            driver = conn.driver_connection
-            if not self.is_sqlite:  # SQLite's connections begin nothing anyway (_tune_sqlite)
-                driver.autocommit = True  # type: ignore[union-attr]
-            cursor = conn.cursor()
-            try:
-                yield Direct(cursor, self.engine.dialect)
-            finally:
-                cursor.close()
-                if not self.is_sqlite:
-                    driver.autocommit = False  # type: ignore[union-attr]
-        finally:
-            conn.close()  # back to the pool
-
     async def fetch(self, statement: Executable, params: Mapping[str, Any]) -> list[Any]:
         """The rows of one read (``mfa.direct``), from the event loop without a worker thread,
         whose round trip (the GIL handed over each way) cost more than the read: on SQLite
         right here, a local read of microseconds that never waits for a writer (WAL); on
         PostgreSQL on a connection of the event loop's own pool (``open_loop_reads``), in
-        autocommit."""
+        autocommit: one round trip, without BEGIN and ROLLBACK around it. Each reads one
+        consistent snapshot of its own (SQLite's connections begin nothing: ``_tune_sqlite``)."""
         if self.is_sqlite:
-            with self.direct_read() as reader:
-                return reader.execute(statement, params).all()
+            with self.driver_connection() as own:
+                local = own.cursor()
+                try:
+                    return Direct(local, self.engine.dialect).execute(statement, params).all()
+                finally:
+                    local.close()
         pool = self._loop_reads
         if pool is None:
             raise RuntimeError("open_loop_reads() first: the app does at startup")
@@ -191,10 +175,10 @@ class Database:
 
     @contextmanager
     def driver_connection(self) -> Iterator[PoolProxiedConnection]:
-        """A pooled driver connection for several ``direct`` transactions in a row (a password
-        login's, before and after its hash): one checkout instead of one each. A checkout costs
-        more than such a transaction, most of all on a core whose caches a password hash has
-        just flushed."""
+        """A pooled driver connection: for a read (``fetch`` on SQLite), or for several
+        ``direct`` transactions in a row (a password login's, before and after its hash): one
+        checkout instead of one each. A checkout costs more than such a transaction, most of all
+        on a core whose caches a password hash has just flushed."""
         conn = self.write_engine.raw_connection()
         try:
             yield conn

@@ -155,7 +155,7 @@ def _bound(
 
 class Direct:
     """One write transaction on a pooled driver connection (``Database.direct``), or one read
-    outside any (``Database.direct_read``)."""
+    outside any (``Database.fetch`` on SQLite)."""
 
     def __init__(self, cursor: Any, dialect: Dialect) -> None:
         self._cursor = cursor

@@ -59,7 +59,8 @@ def view_from(factors: FromClause = _F) -> Join:
     return webauthn.with_credential(factors)
 
 
-VIEW_FROM = view_from()
+# The views of factors; the queries below add which ones.
+_VIEWS = select(*VIEW_COLUMNS).select_from(view_from())
 
 
 def view(factor: FactorView) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def login_view(factor: FactorView) -> dict[str, Any]:
     return {k: full[k] for k in ("id", "type", "label", "remaining", "serial") if k in full}
 
 
-_VIEW_ONE = prepared(select(*VIEW_COLUMNS).select_from(VIEW_FROM).where(_F.c.id == bindparam("id")))
+_VIEW_ONE = prepared(_VIEWS.where(_F.c.id == bindparam("id")))
 
 
 def view_of(reader: Reader, factor: Factor) -> dict[str, Any]:
@@ -96,10 +97,9 @@ def view_of(reader: Reader, factor: Factor) -> dict[str, Any]:
 
 
 _ACTIVE = prepared(
-    select(*VIEW_COLUMNS)
-    .select_from(VIEW_FROM)
-    .where(_F.c.user_id == bindparam("user_id"), _F.c.status == "active")
-    .order_by(_F.c.created_at, _F.c.id)
+    _VIEWS.where(_F.c.user_id == bindparam("user_id"), _F.c.status == "active").order_by(
+        _F.c.created_at, _F.c.id
+    )
 )
 
 
@@ -121,10 +121,7 @@ def has_active(session: Session, user_id: str) -> bool:
 
 # Rows, not ORM objects: the listing only reads them.
 _USERS_FACTORS = prepared(
-    select(*VIEW_COLUMNS)
-    .select_from(VIEW_FROM)
-    .where(_F.c.user_id == bindparam("user_id"))
-    .order_by(_F.c.created_at, _F.c.id)
+    _VIEWS.where(_F.c.user_id == bindparam("user_id")).order_by(_F.c.created_at, _F.c.id)
 )
 
 

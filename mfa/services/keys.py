@@ -70,17 +70,16 @@ class KeyStore:
         snap = self._snapshot
         if snap is None or not self._fresh(snap):
             return None
-        return snap.published if any(k.kid == kid for k in snap.published.keys) else None
+        return snap.published if _publishes(snap, kid) else None
 
     def knows(self, kid: str) -> bool:
         """Whether ``kid`` is published, reloading once if it is not (a fresh rotation)."""
         snap = self._current()
-        if any(k.kid == kid for k in snap.published.keys):
+        if _publishes(snap, kid):
             return True
         if time.monotonic() - snap.loaded_at < _MISS_RELOAD_SECONDS:
             return False
-        snap = self._reload()
-        return any(k.kid == kid for k in snap.published.keys)
+        return _publishes(self._reload(), kid)
 
     def invalidate(self) -> None:
         with self._lock:
@@ -118,6 +117,10 @@ class KeyStore:
             )
             self._snapshot = snap
             return snap
+
+
+def _publishes(snap: _Snapshot, kid: str) -> bool:
+    return any(k.kid == kid for k in snap.published.keys)
 
 
 def published_keys(session: Session, now: int, access_ttl: int) -> list[SigningKey]:
