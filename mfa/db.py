@@ -186,11 +186,20 @@ class Database:
             conn.close()  # back to the pool
 
     @contextmanager
-    def direct(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:
+    def direct(
+        self, conn: PoolProxiedConnection | None = None, *, autocommit: bool = False
+    ) -> Iterator[Direct]:
         """``write``'s transaction on the driver's own connection (``mfa.direct``), or on
         ``conn`` from ``driver_connection``: for the login path, where SQLAlchemy's execution of
-        each statement cost more than the database's."""
+        each statement cost more than the database's.
+
+        With ``autocommit``, each statement is a transaction of its own: for statements that
+        need no atomicity between them (a read, then one atomic upsert), it saves the BEGIN and
+        the COMMIT, two round trips on PostgreSQL. The writer lock is held all the same."""
         with self._writer, nullcontext(conn) if conn else self.driver_connection() as own:
+            if autocommit:
+                yield from self._autocommit(own)
+                return
             try:
                 cursor = own.cursor()
                 if self.is_sqlite:
@@ -201,6 +210,21 @@ class Database:
             except BaseException:
                 own.rollback()
                 raise
+
+    def _autocommit(self, own: PoolProxiedConnection) -> Iterator[Direct]:
+        # SQLite's connections already commit each statement that no BEGIN precedes
+        # (``_tune_sqlite``); psycopg's begin one unless told not to.
+        driver = own.driver_connection
+        if not self.is_sqlite:
+            driver.autocommit = True  # type: ignore[union-attr]
+        try:
+            cursor = own.cursor()
+            yield Direct(cursor, self.engine.dialect)
+            cursor.close()
+        finally:
+            # A broken connection refuses the change (and goes from the pool at checkin).
+            if not self.is_sqlite and not driver.broken:  # type: ignore[union-attr]
+                driver.autocommit = False  # type: ignore[union-attr]
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

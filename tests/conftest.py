@@ -58,6 +58,15 @@ def empty(url: str) -> None:
 
 
 @pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A ``Database`` on ``database_url``, for tests of the storage layer below the app."""
+    database = Database(database_url)
+    schema.ensure(database, upgrade_if_behind=False)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     return {
         "MFA_DATA_DIR": str(tmp_path / "var"),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.pool import PoolProxiedConnection
 
-from mfa import direct, schema
+from mfa import direct
 from mfa.db import Database, dialect_name
 from mfa.direct import prepared
 from mfa.models import Factor, Throttle, table_of
@@ -18,14 +17,6 @@ _ADD = prepared(insert(_T))
 _COUNT = prepared(select(func.count()).select_from(_T))
 _STATE = prepared(select(_T.c.key, _T.c.failures, _T.c.locked).where(_T.c.key == bindparam("k")))
 _BUMP = prepared(update(_T).where(_T.c.key == bindparam("k")).values(failures=_T.c.failures + 1))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    schema.ensure(database, upgrade_if_behind=False)
-    yield database
-    database.dispose()
 
 
 def _add(writer: direct.Direct, key: str, failures: int = 0) -> None:
@@ -40,17 +31,36 @@ def test_a_direct_transaction_commits_what_its_statements_wrote(db):
         assert session.execute(select(_T.c.failures).where(_T.c.key == "a")).scalar_one() == 4
 
 
-def _add_then_fail(db: Database) -> None:
-    with db.direct() as writer:
-        _add(writer, "a")
+def _add_then_fail(
+    db: Database, key: str, *, conn: PoolProxiedConnection | None = None, autocommit: bool = False
+) -> None:
+    with db.direct(conn, autocommit=autocommit) as writer:
+        _add(writer, key)
         raise RuntimeError("midway")
 
 
 def test_a_direct_transaction_that_raises_leaves_nothing_behind(db):
     with pytest.raises(RuntimeError, match="midway"):
-        _add_then_fail(db)
+        _add_then_fail(db, "a")
     with db.read() as session:
         assert session.execute(select(func.count()).select_from(_T)).scalar_one() == 0
+
+
+def test_in_autocommit_each_statement_commits_on_its_own(db):
+    with pytest.raises(RuntimeError, match="midway"):
+        _add_then_fail(db, "a", autocommit=True)
+    with db.read() as session:
+        assert session.execute(select(func.count()).select_from(_T)).scalar_one() == 1
+
+
+def test_a_connection_used_in_autocommit_goes_back_to_transactions(db):
+    with db.driver_connection() as conn:
+        with db.direct(conn, autocommit=True) as writer:
+            _add(writer, "a")
+        with pytest.raises(RuntimeError, match="midway"):
+            _add_then_fail(db, "b", conn=conn)
+    with db.read() as session:
+        assert session.execute(select(_T.c.key)).scalars().all() == ["a"]
 
 
 def test_rows_come_back_named_after_their_columns(db):
@@ -64,8 +74,8 @@ def test_rows_come_back_named_after_their_columns(db):
 
 
 def test_the_values_a_statement_carries_itself_are_sent_with_it(db):
-    # The claim's INSERT carries failures=1, blocked_until=0 and locked=false as its own
-    # values, and its conflict clause a comparison with false: none is a parameter here.
+    # The claim's INSERT carries failures=1 and locked=false as its own values, and its
+    # conflict clause a comparison with false: neither is a parameter here.
     with db.direct() as writer:
         assert dialect_name(writer) == db.engine.dialect.name
         assert throttle.claim(writer, throttle.MFA, "someone", now=100) == 1

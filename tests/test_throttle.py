@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from mfa.cli import main as mfa_main
+from mfa.errors import TooManyAttempts
+from mfa.models import Throttle
+from mfa.services import throttle
 from mfa.services.throttle import MFA, PASSWORD, backoff
 
 from .helpers import enroll_first_totp, login, signup
@@ -16,6 +20,31 @@ def test_backoff_starts_at_30_seconds_doubles_and_stops_at_15_minutes():
     assert backoff(9, PASSWORD) == 0
     assert backoff(10, PASSWORD) == 30
     assert backoff(10_000, MFA) == 900
+
+
+@pytest.mark.parametrize("policy", [MFA, PASSWORD], ids=["mfa", "password"])
+def test_the_claim_starts_the_back_off_each_count_earns(db, policy):
+    # The claim computes the back-off in SQL: it must agree with ``backoff`` at every count,
+    # and refuse the next claim until the back-off it started has passed.
+    now = 1_000_000
+    for n in range(1, policy.free_failures + 9):
+        with db.direct() as writer:
+            assert throttle.claim(writer, policy, "someone", now) == n
+        with db.read() as session:
+            until = session.execute(
+                select(Throttle.blocked_until).where(
+                    Throttle.key == throttle.key(policy, "someone")
+                )
+            ).scalar_one()
+        wait = backoff(n, policy)
+        if wait:
+            assert until == now + wait
+            with pytest.raises(TooManyAttempts) as refused, db.direct() as writer:
+                throttle.claim(writer, policy, "someone", now + wait - 1)
+            assert refused.value.retry_after == 1
+            now += wait
+        else:
+            assert until <= now
 
 
 def _wrong_password(client, username):

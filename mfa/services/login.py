@@ -97,7 +97,8 @@ def _claim_password_attempt(
 ) -> _Candidate:
     now = ctx.now()
     error: MfaError | None = None
-    with ctx.db.direct(conn) as writer:
+    # No transaction: the read and the claim (one atomic statement) need none between them.
+    with ctx.db.direct(conn, autocommit=True) as writer:
         user = users.credentials(writer, username)
         try:
             throttle.claim(writer, throttle.PASSWORD, users.username_key(username), now)

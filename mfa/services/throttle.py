@@ -1,7 +1,8 @@
 """Throttling of failed attempts, counted in the database.
 
 An attempt first *claims* its place: one atomic upsert counts it as a failure in advance and,
-from the threshold on, starts the back-off. A success then clears the count. Counting before
+from the threshold on, starts the back-off in the same statement. A success then clears the
+count. Counting before
 checking is what keeps the limit exact when many attempts arrive at once on many instances:
 each one takes its own number, and those past the threshold are refused without being checked.
 
@@ -15,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, false, select, update
+from sqlalchemy import bindparam, case, false, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db import Reader, Writer, dialect_name
@@ -61,15 +62,35 @@ def backoff(failures: int, policy: Policy) -> int:
 _T = table_of(Throttle)
 
 
+def _backoff_until(failures: Any) -> Any:
+    """SQL for the end of the back-off after ``failures`` (an expression) for the policy whose
+    ``free_failures`` is bound as "free": ``backoff`` as a CASE over the few steps before its
+    cap, so that one statement both counts a failure and starts the wait it earns."""
+    excess = failures - bindparam("free")
+    steps: list[tuple[Any, int]] = []
+    while (wait := min(BACKOFF_START << len(steps), BACKOFF_MAX)) < BACKOFF_MAX:
+        steps.append((excess == len(steps), wait))
+    return bindparam("now") + case(*steps, else_=BACKOFF_MAX)
+
+
 def _claim_statement(insert: Any) -> Any:
     # Insert the first failure, or count one more, but only outside a back-off and a lock; the
-    # row that comes back says which number this attempt is. No row: refused unchecked.
+    # row that comes back says which number this attempt is. No row: refused unchecked. One
+    # statement, so that it is atomic on its own: no attempt slips in between the count that
+    # reaches the threshold and the back-off it starts.
+    counted = _T.c.failures + 1
     return (
         insert(_T)
-        .values(key=bindparam("k"), failures=1, blocked_until=0, locked=False)
+        .values(key=bindparam("k"), failures=1, blocked_until=bindparam("first"), locked=False)
         .on_conflict_do_update(
             index_elements=[_T.c.key],
-            set_={"failures": _T.c.failures + 1},
+            set_={
+                "failures": counted,
+                "blocked_until": case(
+                    (counted >= bindparam("free"), _backoff_until(counted)),
+                    else_=_T.c.blocked_until,
+                ),
+            },
             where=(_T.c.blocked_until <= bindparam("now")) & (_T.c.locked == false()),
         )
         .returning(_T.c.failures)
@@ -82,9 +103,6 @@ _CLAIM = {
     "postgresql": prepared(_claim_statement(postgresql.insert)),
 }
 _STATE = prepared(select(_T.c.blocked_until, _T.c.locked).where(_T.c.key == bindparam("k")))
-_BLOCK = prepared(
-    update(_T).where(_T.c.key == bindparam("k")).values(blocked_until=bindparam("until"))
-)
 _RESET = prepared(
     update(_T)
     .where(_T.c.key == bindparam("k"), _T.c.locked == false())
@@ -108,17 +126,21 @@ def claim(session: Writer, policy: Policy, subject: str, now: int) -> int:
     Returns the attempt's number in the current run of failures.
     """
     k = key(policy, subject)
+    first_wait = backoff(1, policy)
     number: int | None = session.execute(
-        _CLAIM[dialect_name(session)], {"k": k, "now": now}
+        _CLAIM[dialect_name(session)],
+        {
+            "k": k,
+            "now": now,
+            "free": policy.free_failures,
+            "first": now + first_wait if first_wait else 0,
+        },
     ).scalar()
     if number is None:
         row = session.execute(_STATE, {"k": k}).one()
         if row.locked:
             raise Locked
         raise TooManyAttempts(row.blocked_until - now)
-    wait = backoff(number, policy)
-    if wait:
-        session.execute(_BLOCK, {"k": k, "until": now + wait})
     return number
 
 
