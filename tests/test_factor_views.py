@@ -13,6 +13,7 @@ from mfa import schema
 from mfa.db import Database
 from mfa.services import account as account_service
 from mfa.services import factors
+from mfa.services import login as login_service
 
 from .drivers import RecoveryDriver
 from .helpers import enroll_first_totp, login, signup
@@ -50,8 +51,14 @@ def test_me_the_factor_list_and_a_login_show_each_factor_the_same_way(client, cl
 
 @pytest.mark.parametrize(
     "statement",
-    [account_service._ME, factors._ACTIVE, factors._USERS_FACTORS, factors._VIEW_ONE],
-    ids=["me", "active", "listing", "one"],
+    [
+        account_service._ME,
+        factors._ACTIVE,
+        factors._USERS_FACTORS,
+        factors._VIEW_ONE,
+        login_service._CREDENTIALS,
+    ],
+    ids=["me", "active", "listing", "one", "login"],
 )
 def test_the_views_of_one_users_factors_search_indexes_on_sqlite(tmp_path, statement):
     # A join nested in another made SQLite scan every factor of every user on /api/me.

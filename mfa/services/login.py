@@ -36,13 +36,14 @@ from ..models import (
     Account,
     Factor,
     FactorRow,
+    FactorView,
     LoginTransaction,
     User,
     table_of,
 )
 from ..opaque import digest
 from . import audit, recovery, throttle, tokens, transactions, users
-from .factors import active, login_view, record_failure, record_throttled
+from .factors import VIEW_COLUMNS, active, login_view, record_failure, record_throttled, view_from
 from .handlers import HANDLERS, Answer
 from .transactions import Owner
 
@@ -53,11 +54,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class _Candidate:
-    """The account a password attempt is about; no id and no hash if there is none."""
+    """The account a password attempt is about, and its active factors; no id and no hash if
+    there is none."""
 
     username: str
     user_id: str | None
     password_hash: str | None
+    factors: tuple[FactorView, ...] = ()
 
 
 async def password_login(
@@ -99,16 +102,18 @@ def _claim_password_attempt(
     error: MfaError | None = None
     # No transaction: the read and the claim (one atomic statement) need none between them.
     with ctx.db.direct(conn, autocommit=True) as writer:
-        user = users.credentials(writer, username)
+        key = users.username_key(username)
+        rows = writer.execute(_CREDENTIALS, {"key": key}).all()
+        user = rows[0] if rows else None
         try:
-            throttle.claim(writer, throttle.PASSWORD, users.username_key(username), now)
+            throttle.claim(writer, throttle.PASSWORD, key, now)
         except TooManyAttempts as e:
             audit.record(
                 writer,
                 "throttled",
                 now=now,
                 meta=meta,
-                user_id=user.id if user else None,
+                user_id=user.account_id if user else None,
                 username=user.username if user else username,
                 stage="password",
                 retry_after=e.retry_after,
@@ -118,7 +123,8 @@ def _claim_password_attempt(
         raise error
     if user is None:
         return _Candidate(username, None, None)
-    return _Candidate(user.username, user.id, user.password_hash)
+    factors = tuple(row for row in rows if row.id is not None)
+    return _Candidate(user.username, user.account_id, user.password_hash, factors)
 
 
 def _password_failed(
@@ -150,7 +156,6 @@ def _open_login(
         if new_hash is not None:
             users.set_password_hash(writer, user_id, new_hash)
         token = transactions.create(writer, user_id, now, ctx.settings.mfa_token_ttl)
-        factors = active(writer, user_id)
         audit.record(
             writer,
             "login_started",
@@ -162,8 +167,8 @@ def _open_login(
         return {
             "mfa_token": token,
             "expires_in": ctx.settings.mfa_token_ttl,
-            "enroll_required": not factors,
-            "factors": [login_view(f) for f in factors],
+            "enroll_required": not candidate.factors,
+            "factors": [login_view(f) for f in candidate.factors],
         }
 
 
@@ -288,6 +293,15 @@ def verify(
 _T = table_of(LoginTransaction)
 _U = table_of(User)
 _F = table_of(Factor)
+# A password login's one read: the account called that (any case) and the views of its active
+# factors, a row per factor (or one with none: id NULL), read with the claim before the hash
+# so that the writes after it need no read of their own.
+_CREDENTIALS = prepared(
+    select(_U.c.id.label("account_id"), _U.c.username, _U.c.password_hash, *VIEW_COLUMNS)
+    .select_from(view_from(_U.outerjoin(_F, (_F.c.user_id == _U.c.id) & (_F.c.status == "active"))))
+    .where(_U.c.username_key == bindparam("key"))
+    .order_by(_F.c.created_at, _F.c.id)
+)
 _LOGIN_FIELDS = len(transactions.LOGIN_COLUMNS)
 # A verify reads its login, the login's user name, and the factor it names (if it names one,
 # and that one is the user's and active) in one query; only the login's row is locked.

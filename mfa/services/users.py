@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from .. import passwords
-from ..db import Reader, Writer
+from ..db import Writer
 from ..direct import prepared
 from ..errors import InvalidRequest, MfaError, NotFound
 from ..models import User, new_id, table_of
@@ -95,14 +95,6 @@ def by_username(session: Session, username: str) -> User | None:
 
 
 _U = table_of(User)
-_CREDENTIALS = prepared(
-    select(_U.c.id, _U.c.username, _U.c.password_hash).where(_U.c.username_key == bindparam("key"))
-)
-
-
-def credentials(reader: Reader, username: str) -> Row[tuple[str, str, str]] | None:
-    """The id, name and password hash of the user called ``username`` (any case), or None."""
-    return reader.execute(_CREDENTIALS, {"key": username_key(username)}).first()
 
 
 _NEW_HASH = prepared(
