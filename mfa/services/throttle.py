@@ -2,9 +2,9 @@
 
 An attempt first *claims* its place: one atomic upsert counts it as a failure in advance and,
 from the threshold on, starts the back-off in the same statement. A success then clears the
-count. Counting before
-checking is what keeps the limit exact when many attempts arrive at once on many instances:
-each one takes its own number, and those past the threshold are refused without being checked.
+count. Counting before checking is what keeps the limit exact when many attempts arrive at
+once on many instances: each one takes its own number, and those past the threshold are
+refused without being checked.
 
 Second factors (per user): 5 failures, then 30 s doubling to 15 min; locked at 100 until an
 admin unlocks. Passwords (per username, known or not): 10 failures, then the same back-off.
@@ -52,7 +52,8 @@ def key(policy: Policy, subject: str) -> str:
 
 
 def backoff(failures: int, policy: Policy) -> int:
-    """Seconds to wait after ``failures`` consecutive failures."""
+    """Seconds to wait after ``failures`` consecutive failures. The claim computes the same in
+    SQL (``_backoff_until``); a test holds the two equal."""
     excess = failures - policy.free_failures
     if excess < 0:
         return 0
