@@ -118,12 +118,8 @@ class Database:
         autocommit: one round trip, without BEGIN and ROLLBACK around it. Each reads one
         consistent snapshot of its own (SQLite's connections begin nothing: ``_tune_sqlite``)."""
         if self.is_sqlite:
-            with self.driver_connection() as own:
-                local = own.cursor()
-                try:
-                    return Direct(local, self.engine.dialect).execute(statement, params).all()
-                finally:
-                    local.close()
+            with self.driver_connection() as own, self._each_statement(own) as reader:
+                return reader.execute(statement, params).all()
         pool = self._loop_reads
         if pool is None:
             raise RuntimeError("open_loop_reads() first: the app does at startup")
@@ -198,7 +194,8 @@ class Database:
         the COMMIT, two round trips on PostgreSQL. The writer lock is held all the same."""
         with self._writer, nullcontext(conn) if conn else self.driver_connection() as own:
             if autocommit:
-                yield from self._autocommit(own)
+                with self._each_statement(own) as each:
+                    yield each
                 return
             try:
                 cursor = own.cursor()
@@ -211,17 +208,19 @@ class Database:
                 own.rollback()
                 raise
 
-    def _autocommit(self, own: PoolProxiedConnection) -> Iterator[Direct]:
-        # SQLite's connections already commit each statement that no BEGIN precedes
-        # (``_tune_sqlite``); psycopg's begin one unless told not to.
+    @contextmanager
+    def _each_statement(self, own: PoolProxiedConnection) -> Iterator[Direct]:
+        """Statements on ``own`` with no transaction around them: each reads, or commits, on
+        its own. SQLite's connections already begin nothing unless told (``_tune_sqlite``);
+        psycopg's begin a transaction unless in autocommit, which ``own`` leaves afterwards."""
         driver = own.driver_connection
         if not self.is_sqlite:
             driver.autocommit = True  # type: ignore[union-attr]
+        cursor = own.cursor()
         try:
-            cursor = own.cursor()
             yield Direct(cursor, self.engine.dialect)
-            cursor.close()
         finally:
+            cursor.close()
             # A broken connection refuses the change (and goes from the pool at checkin).
             if not self.is_sqlite and not driver.broken:  # type: ignore[union-attr]
                 driver.autocommit = False  # type: ignore[union-attr]

@@ -7,7 +7,6 @@ import time
 
 from sqlalchemy import func, insert, select
 
-from mfa import schema
 from mfa.db import Database
 from mfa.models import AuditEvent, LoginTransaction, RefreshToken, new_id
 
@@ -87,9 +86,7 @@ def count_rows(db: Database, model) -> int:
         return s.execute(select(func.count()).select_from(model)).scalar_one()
 
 
-def test_audit_prune_keeps_the_retention_period(env):
-    db = Database(env["MFA_DATABASE_URL"])
-    schema.ensure(db, upgrade_if_behind=False)
+def test_audit_prune_keeps_the_retention_period(db, env):
     now = int(time.time())
     for age_days in (400, 366, 364, 1):
         add_audit_event(db, now - age_days * DAY)
@@ -101,11 +98,9 @@ def test_audit_prune_keeps_the_retention_period(env):
     r = mfa({**env, "MFA_AUDIT_RETENTION_DAYS": "0"}, "audit", "prune")
     assert "nothing pruned" in r.stdout
     assert count_rows(db, AuditEvent) == 1
-    db.dispose()
 
 
-def test_db_prune_deletes_dead_rows_and_keeps_what_reuse_detection_needs(client, env):
-    db = Database(env["MFA_DATABASE_URL"])
+def test_db_prune_deletes_dead_rows_and_keeps_what_reuse_detection_needs(client, db, env):
     now = int(time.time())
     alice = signup(client, "alice")
     add_audit_event(db, now - 400 * DAY)
@@ -153,4 +148,3 @@ def test_db_prune_deletes_dead_rows_and_keeps_what_reuse_detection_needs(client,
         families = sorted(s.scalars(select(RefreshToken.family_id)))
     assert families == ["just-revoked", "live", "live"]
     assert count_rows(db, LoginTransaction) == 1
-    db.dispose()

@@ -8,10 +8,8 @@ from dataclasses import replace
 import pytest
 from starlette.testclient import TestClient
 
-from mfa import schema
 from mfa.app import create_app
 from mfa.config import ConfigError, Settings
-from mfa.db import Database
 from mfa.models import AuditEvent
 
 from .test_cli_admin import DAY, add_audit_event, count_rows
@@ -27,9 +25,7 @@ def test_retention_settings_default_allow_zero_and_refuse_nonsense(env):
                 Settings.from_env({**env, name: bad})
 
 
-def test_the_server_prunes_by_itself(env, clock):
-    db = Database(env["MFA_DATABASE_URL"])
-    schema.ensure(db, upgrade_if_behind=False)
+def test_the_server_prunes_by_itself(db, env, clock):
     add_audit_event(db, int(clock()) - 400 * DAY)
     add_audit_event(db, int(clock()) - DAY)
     settings = replace(Settings.from_env(env), prune_interval=1)
@@ -38,4 +34,3 @@ def test_the_server_prunes_by_itself(env, clock):
         while count_rows(db, AuditEvent) > 1 and time.monotonic() < deadline:
             time.sleep(0.1)
     assert count_rows(db, AuditEvent) == 1
-    db.dispose()
