@@ -9,15 +9,18 @@ the row they lock.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import anyio
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -70,6 +73,7 @@ class Database:
             # free, rather than in SQLite's busy handler, whose growing sleeps (up to 100 ms
             # each) made the slowest writes wait seconds under load.
             self._writer: AbstractContextManager[Any] = _WriterLock(self._path)
+            self._sqlite_writer: _WriterLock | None = self._writer
             self.write_engine: Engine = self.engine.execution_options(
                 sqlite_begin="BEGIN IMMEDIATE"
             )
@@ -83,10 +87,12 @@ class Database:
             )
             self.write_engine = self.engine
             self._writer = nullcontext()
+            self._sqlite_writer = None
             self._path = None
             self._checkpointer = None
         self._pool_size = pool_size
         self._loop_reads: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+        self._loop_writers: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def checkpoint_in_background(self) -> None:
         """On a SQLite file: move WAL checkpoints out of the commits into a thread of their own
@@ -159,6 +165,36 @@ class Database:
             pool, self._loop_reads = self._loop_reads, None
             await pool.close()
 
+    @asynccontextmanager
+    async def loop_write(self) -> AsyncIterator[None]:
+        """On SQLite: the writer lock, for a write that then runs right here in the event loop
+        (``Context.run_write``). Only the wait for a lock held elsewhere goes to a thread
+        (one at a time per loop: the others queue here); the write's own ``with`` then takes
+        the lock held for it. On PostgreSQL: nothing.
+
+        A write in a worker thread held the lock while it waited for the GIL, which the event
+        loop and the other threads held in turn at each statement; the other worker waited for
+        the lock meanwhile. In the loop it holds the GIL from start to end."""
+        lock = self._sqlite_writer
+        if lock is None:
+            yield
+            return
+        async with self._queue_for_writer():
+            if not lock.acquire_short():
+                # Shielded: a cancelled caller still gets the lock, and lets it go below.
+                with anyio.CancelScope(shield=True):
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, functools.partial(lock.acquire, long=False)
+                    )
+        with lock.lent():
+            yield
+
+    def _queue_for_writer(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop_writers is None or self._loop_writers[0] is not loop:
+            self._loop_writers = (loop, asyncio.Lock())
+        return self._loop_writers[1]
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A read-write transaction: commits when the block ends, rolls back if it raises."""
@@ -192,7 +228,8 @@ class Database:
         With ``autocommit``, each statement is a transaction of its own: for statements that
         need no atomicity between them (a read, then one atomic upsert), it saves the BEGIN and
         the COMMIT, two round trips on PostgreSQL. The writer lock is held all the same."""
-        with self._writer, nullcontext(conn) if conn else self.driver_connection() as own:
+        # The checkout first: it needs no lock, and the lock is held for the statements only.
+        with nullcontext(conn) if conn else self.driver_connection() as own, self._writer:
             if autocommit:
                 with self._each_statement(own) as each:
                     yield each
@@ -238,33 +275,120 @@ class Database:
 
 class _WriterLock:
     """One writer at a time: a thread lock within the process, and an advisory file lock
-    (flock) beside the database between processes (the workers of `mfa serve`)."""
+    (flock) beside the database between processes (the workers of `mfa serve`).
+
+    Writes in the event loop (``Database.loop_write``) are short, and wait for each other right
+    there. Everything else (a thread's write, a checkpoint, a command) may take longer, so it
+    also holds a second file lock while it waits and writes: a loop that finds that one held
+    waits in a thread instead of stalling every request it serves. The loop ``lent`` the lock it
+    took to the write it then runs: that write's ``with`` takes the held lock, and its end
+    releases it."""
 
     def __init__(self, database: Path | None) -> None:
         self._threads = threading.Lock()
-        self._path = None if database is None else database.with_name(database.name + ".writer")
-        self._fd: int | None = None
+        self._paths = (
+            None
+            if database is None
+            else (
+                database.with_name(database.name + ".writer"),
+                database.with_name(database.name + ".long-writer"),
+            )
+        )
+        self._fds: tuple[int, int] | None = None
+        self._long = False  # whether this process holds the second lock too
+        self._lent_to: int | None = None  # the thread whose next write takes the held lock
 
     def __enter__(self) -> None:
+        if self._lent_to == threading.get_ident():
+            self._lent_to = None
+            return
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self, *, long: bool = True) -> None:
+        """Wait for the lock, as a write that may be long (unless told otherwise)."""
         # A write opened inside another on the same thread could never get the lock: fail as
         # SQLite's own busy timeout would, rather than hang.
         if not self._threads.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
             raise TimeoutError("timed out waiting for the database's write lock")
+        fds = None
         try:
-            if self._path is not None:
-                if self._fd is None:
-                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fds = self._files()
+            if fds is not None:
+                # The second lock first: the event loops see it while this waits, and do not
+                # queue behind it in place.
+                if long:
+                    fcntl.flock(fds[1], fcntl.LOCK_EX)
+                fcntl.flock(fds[0], fcntl.LOCK_EX)
+        except BaseException:
+            if fds is not None:  # unlocking what is not held is harmless
+                fcntl.flock(fds[0], fcntl.LOCK_UN)
+                fcntl.flock(fds[1], fcntl.LOCK_UN)
+            self._threads.release()
+            raise
+        self._long = long and fds is not None
+
+    def acquire_short(self) -> bool:
+        """For a short write in the event loop: the lock if it is free, or once another
+        process's short write lets it go. False, having waited for nothing, when a long write
+        or another thread of this process holds it: wait for it with ``acquire`` in a thread.
+        (Which of the two holds it can change between the look and the wait; the look only
+        decides where to wait.)"""
+        if not self._threads.acquire(blocking=False):
+            return False
+        try:
+            fds = self._files()
+            if fds is not None and not _try_flock(fds[0], fcntl.LOCK_EX):
+                # No thread of ours holds the second lock (the thread lock is ours): a shared
+                # lock on it is refused only while another process writes long, or waits to.
+                if not _try_flock(fds[1], fcntl.LOCK_SH):
+                    self._threads.release()
+                    return False
+                fcntl.flock(fds[1], fcntl.LOCK_UN)
+                fcntl.flock(fds[0], fcntl.LOCK_EX)
         except BaseException:
             self._threads.release()
             raise
+        self._long = False
+        return True
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         try:
-            if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._fds is not None:
+                if self._long:
+                    fcntl.flock(self._fds[1], fcntl.LOCK_UN)
+                fcntl.flock(self._fds[0], fcntl.LOCK_UN)
         finally:
+            self._long = False
             self._threads.release()
+
+    @contextmanager
+    def lent(self) -> Iterator[None]:
+        """With the lock held: the calling thread's next write takes it (and releases it when
+        it ends); released here if no write took it."""
+        self._lent_to = threading.get_ident()
+        try:
+            yield
+        finally:
+            if self._lent_to is not None:
+                self._lent_to = None
+                self.release()
+
+    def _files(self) -> tuple[int, int] | None:
+        if self._fds is None and self._paths is not None:
+            writer, long = (os.open(p, os.O_RDWR | os.O_CREAT, 0o600) for p in self._paths)
+            self._fds = (writer, long)
+        return self._fds
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _tune_sqlite(engine: Engine, db: Database) -> None:

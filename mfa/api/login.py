@@ -39,7 +39,7 @@ async def password(request: Request) -> Response:
 async def challenge(request: Request) -> Response:
     ctx = context(request)
     data = await body(request, schemas.LoginChallenge)
-    return json(await ctx.run(login.challenge, ctx, data.mfa_token, data.factor_id))
+    return json(await ctx.run_write(login.challenge, ctx, data.mfa_token, data.factor_id))
 
 
 async def verify(request: Request) -> Response:
@@ -55,7 +55,9 @@ async def verify(request: Request) -> Response:
         raise InvalidRequest("Send factor_id and code, or a security key's credential.")
     if data.cookie:
         session.check_origin(request)
-    result = await ctx.run(login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request))
+    result = await ctx.run_write(
+        login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request)
+    )
     return session.tokens_response(result, ctx.settings) if data.cookie else json(result)
 
 
