@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -14,8 +15,9 @@ from typing import Any
 
 import anyio
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
-from . import schema, seedfile
+from . import schema, seedfile, workers
 from .config import ConfigError, Settings
 from .context import CLI, Context
 from .db import Database
@@ -179,7 +181,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_uvicorn(args: argparse.Namespace, logging_config: dict[str, Any]) -> None:
-    uvicorn.run(
+    config = uvicorn.Config(
         "mfa.app:app_from_env",
         factory=True,
         host=args.host,
@@ -191,6 +193,14 @@ def _run_uvicorn(args: argparse.Namespace, logging_config: dict[str, Any]) -> No
         log_config=logging_config,
         timeout_graceful_shutdown=10,
     )
+    if args.workers > 1:
+        workers.run(config)  # a listening socket for each worker
+        return
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _read_password(from_stdin: bool) -> str:
