@@ -168,9 +168,10 @@ class Database:
     @asynccontextmanager
     async def loop_write(self) -> AsyncIterator[None]:
         """On SQLite: the writer lock, for a write that then runs right here in the event loop
-        (``Context.run_write``). Only the wait for a lock held elsewhere goes to a thread
-        (one at a time per loop: the others queue here); the write's own ``with`` then takes
-        the lock held for it. On PostgreSQL: nothing.
+        (``Context.run_write``); the write's own ``with`` takes the lock held for it. The loop
+        waits in place for another worker's such write (``_WriterLock.acquire_short``), and in
+        a thread for anything longer (one at a time per loop: the others queue here). On
+        PostgreSQL: nothing.
 
         A write in a worker thread held the lock while it waited for the GIL, which the event
         loop and the other threads held in turn at each statement; the other worker waited for
