@@ -1,17 +1,20 @@
-"""Small helpers the tests share: a clock to move, and the API's common journeys."""
+"""Small helpers the tests share: a clock to move, the API's common journeys, and writes."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyotp
+from sqlalchemy import text
 
 from mfa import ocra
+from mfa.db import Database
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 PASSWORD = "correct horse battery staple"
@@ -158,3 +161,16 @@ def another_totp_login(
 
 def b64url_decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def write_rows(db: Database, count: int) -> None:
+    """``count`` write transactions of one small row each (throttle rows of no one)."""
+    for _ in range(count):
+        with db.write() as session:
+            session.execute(
+                text(
+                    "INSERT INTO throttles (key, failures, blocked_until, locked)"
+                    " VALUES (:k, 1, 0, false)"
+                ),
+                {"k": f"test:{uuid.uuid4()}"},
+            )

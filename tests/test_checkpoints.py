@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from mfa import schema
 from mfa.checkpoints import Checkpointer
 from mfa.db import Database
+
+from .helpers import write_rows
 
 
 @pytest.fixture
@@ -22,18 +22,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     schema.create(database)
     yield database
     database.dispose()
-
-
-def _write_rows(db: Database, count: int) -> None:
-    for _ in range(count):
-        with db.write() as session:
-            session.execute(
-                text(
-                    "INSERT INTO throttles (key, failures, blocked_until, locked)"
-                    " VALUES (:k, 1, 0, false)"
-                ),
-                {"k": f"test:{uuid.uuid4()}"},
-            )
 
 
 def test_the_server_turns_automatic_checkpoints_off_in_its_connections(db: Database) -> None:
@@ -45,7 +33,7 @@ def test_the_server_turns_automatic_checkpoints_off_in_its_connections(db: Datab
 
 
 def test_a_pass_copies_the_log_without_holding_writers(tmp_path: Path, db: Database) -> None:
-    _write_rows(db, 50)
+    write_rows(db, 50)
     path = tmp_path / "mfa.db"
     checkpointer = Checkpointer(path, db._writer, limit_pages=10_000)
     try:
@@ -62,12 +50,12 @@ def test_a_long_log_that_a_pass_cannot_finish_is_retried_under_the_write_lock(
 ) -> None:
     db.checkpoint_in_background()  # no automatic checkpoints: the log only grows
     path = tmp_path / "mfa.db"
-    _write_rows(db, 20)
+    write_rows(db, 20)
     # A reader holding an old snapshot keeps any checkpoint from copying what came after it.
     reader = sqlite3.connect(path, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM throttles").fetchone()
-    _write_rows(db, 100)
+    write_rows(db, 100)
     taken = threading.Event()
     checkpointer = Checkpointer(path, _Recording(db._writer, taken), limit_pages=10)
     try:
@@ -84,7 +72,7 @@ def test_a_long_log_that_a_pass_cannot_finish_is_retried_under_the_write_lock(
     finally:
         checkpointer.stop()
 
-    _write_rows(db, 1)  # the log was all copied: the next writer starts it over
+    write_rows(db, 1)  # the log was all copied: the next writer starts it over
     with sqlite3.connect(path) as conn:
         _busy, log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert log_pages < 10
@@ -99,7 +87,7 @@ def test_a_long_log_is_finished_under_the_write_lock_even_when_a_pass_copied_it_
     holds the writers whatever the pass before it managed, and the log starts over."""
     db.checkpoint_in_background()
     path = tmp_path / "mfa.db"
-    _write_rows(db, 100)
+    write_rows(db, 100)
     taken = threading.Event()
     checkpointer = Checkpointer(path, _Recording(db._writer, taken), limit_pages=10)
     try:
@@ -110,7 +98,7 @@ def test_a_long_log_is_finished_under_the_write_lock_even_when_a_pass_copied_it_
     assert done.held_writers
     assert done.copied_pages == done.log_pages >= 10
 
-    _write_rows(db, 1)
+    write_rows(db, 1)
     with sqlite3.connect(path) as conn:
         _busy, log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert log_pages < 10

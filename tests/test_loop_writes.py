@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from sqlalchemy import text
 from mfa import schema
 from mfa.context import Context
 from mfa.db import Database, _WriterLock
+
+from .helpers import write_rows
 
 WAIT_S = 0.2  # long enough that a lock that should not be had would have been
 
@@ -42,17 +43,6 @@ def _lock(db: Database) -> _WriterLock:
     lock = db._sqlite_writer
     assert lock is not None
     return lock
-
-
-def _insert(db: Database) -> None:
-    with db.write() as session:
-        session.execute(
-            text(
-                "INSERT INTO throttles (key, failures, blocked_until, locked)"
-                " VALUES (:k, 1, 0, false)"
-            ),
-            {"k": f"test:{uuid.uuid4()}"},
-        )
 
 
 def _rows(db: Database) -> int:
@@ -126,11 +116,11 @@ def test_the_lent_lock_goes_to_the_next_write_and_is_free_after_it(workers) -> N
     async def main() -> None:
         async with ours.loop_write():
             # Would wait for the lock its own caller holds (and time out), if it were not lent.
-            _insert(ours)
+            write_rows(ours, 1)
             # Its end let the lock go: another process gets it at once.
             assert _lock(theirs).acquire_short() is True
             _lock(theirs).release()
-            _insert(ours)  # a second write in the block waits for the lock as any other
+            write_rows(ours, 1)  # a second write in the block waits for the lock as any other
 
     anyio.run(main)
     assert _rows(ours) == 2
@@ -167,7 +157,7 @@ def test_the_loop_serves_other_requests_while_a_long_write_holds_the_lock(worker
     async def loop_write() -> None:
         nonlocal wrote
         async with ours.loop_write():
-            _insert(ours)
+            write_rows(ours, 1)
         wrote = True
 
     async def main() -> None:
