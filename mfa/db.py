@@ -73,7 +73,6 @@ class Database:
             # free, rather than in SQLite's busy handler, whose growing sleeps (up to 100 ms
             # each) made the slowest writes wait seconds under load.
             self._writer: AbstractContextManager[Any] = _WriterLock(self._path)
-            self._sqlite_writer: _WriterLock | None = self._writer
             self.write_engine: Engine = self.engine.execution_options(
                 sqlite_begin="BEGIN IMMEDIATE"
             )
@@ -87,7 +86,6 @@ class Database:
             )
             self.write_engine = self.engine
             self._writer = nullcontext()
-            self._sqlite_writer = None
             self._path = None
             self._checkpointer = None
         self._pool_size = pool_size
@@ -176,8 +174,8 @@ class Database:
         A write in a worker thread held the lock while it waited for the GIL, which the event
         loop and the other threads held in turn at each statement; the other worker waited for
         the lock meanwhile. In the loop it holds the GIL from start to end."""
-        lock = self._sqlite_writer
-        if lock is None:
+        lock = self._writer
+        if not isinstance(lock, _WriterLock):
             yield
             return
         async with self._queue_for_writer():

@@ -40,8 +40,8 @@ def workers(path: Path) -> Iterator[tuple[Database, Database]]:
 
 
 def _lock(db: Database) -> _WriterLock:
-    lock = db._sqlite_writer
-    assert lock is not None
+    lock = db._writer
+    assert isinstance(lock, _WriterLock)
     return lock
 
 
