@@ -245,6 +245,14 @@ class Database:
                 raise
 
     @contextmanager
+    def batch(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:
+        """A write transaction of statements whose results nobody reads (``Direct.batch``).
+        On PostgreSQL they go as one statement in autocommit, atomic by itself: one round trip
+        where BEGIN, each statement and COMMIT took one each. On SQLite, one transaction."""
+        with self.direct(conn, autocommit=not self.is_sqlite) as writer, writer.batch() as batch:
+            yield batch
+
+    @contextmanager
     def _each_statement(self, own: PoolProxiedConnection) -> Iterator[Direct]:
         """Statements on ``own`` with no transaction around them: each reads, or commits, on
         its own. SQLite's connections already begin nothing unless told (``_tune_sqlite``);

@@ -19,8 +19,11 @@ no events.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -166,6 +169,67 @@ class Direct:
         cursor = self._cursor
         cursor.execute(compiled.sql, values)
         return _result(compiled.sql, cursor, cursor.fetchall() if compiled.returns_rows else ())
+
+    @contextmanager
+    def batch(self) -> Iterator[Direct]:
+        """Writes whose results nobody reads, held until the block ends and then sent together:
+        on PostgreSQL as one statement, the others its data-modifying CTEs, so that they cost
+        one round trip; on SQLite one after another, as there is no trip to save. If the block
+        raises, none is sent."""
+        batch = _Batch(self._cursor, self.dialect)
+        yield batch
+        batch.send()
+
+
+class _Batch(Direct):
+    """``Direct.batch``'s writer: ``execute`` queues, ``send`` runs the queue."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        super().__init__(cursor, dialect)
+        self._queued: list[tuple[_Compiled, Sequence[Any] | Mapping[str, Any]]] = []
+
+    def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Result:
+        compiled, values = _bound(statement, self.dialect, params)
+        if compiled.returns_rows:
+            raise ValueError("a batch holds only writes that return no rows")
+        self._queued.append((compiled, values))
+        # Nothing has run yet: no rows, and a row count nobody may read.
+        return Result(tuple, (), -1)
+
+    def send(self) -> None:
+        queued, self._queued = self._queued, []
+        # Named parameters (psycopg's): the statements can go as one. Positional (SQLite's):
+        # one by one, in the transaction around the batch.
+        named = [values for _, values in queued if isinstance(values, Mapping)]
+        if len(queued) > 1 and len(named) == len(queued):
+            sql = _together(tuple(compiled.sql for compiled, _ in queued))
+            prefixed = {f"s{i}_{k}": v for i, values in enumerate(named) for k, v in values.items()}
+            self._cursor.execute(sql, prefixed)
+            return
+        for compiled, values in queued:
+            self._cursor.execute(compiled.sql, values)
+
+
+# psycopg's placeholders, and its escaped percent sign, which is no placeholder.
+_PLACEHOLDER = re.compile(r"%%|%\(([^)]+)\)s")
+
+
+@functools.lru_cache(maxsize=64)
+def _together(sqls: tuple[str, ...]) -> str:
+    """Statements with named placeholders as one: the last one's, with each of the others a
+    CTE before it, their parameters prefixed by their place ("s0_", "s1_", ...).
+
+    PostgreSQL runs every data-modifying CTE to completion, on one snapshot, whether or not
+    anything reads it; so this holds only for writes that touch no row another one touches,
+    and none of which needs to see another's effect. In autocommit the whole is one
+    transaction."""
+
+    def prefixed(i: int, sql: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: m[0] if m[1] is None else f"%(s{i}_{m[1]})s", sql)
+
+    *first, last = (prefixed(i, sql) for i, sql in enumerate(sqls))
+    ctes = ", ".join(f"s{i} AS ({sql})" for i, sql in enumerate(first))
+    return f"WITH {ctes} {last}"
 
 
 class AsyncDirect:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any
+
+import psycopg
 import pytest
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.pool import PoolProxiedConnection
 
 from mfa import direct
@@ -114,3 +118,85 @@ def test_a_column_with_a_computed_default_must_be_given(db):
     insert_factor = insert(table_of(Factor))
     with pytest.raises(ValueError, match="id"), db.direct() as writer:
         writer.execute(insert_factor, {"user_id": "u", "type": "totp"})
+
+
+def _keys(db: Database) -> list[str]:
+    with db.read() as session:
+        return list(session.execute(select(_T.c.key).order_by(_T.c.key)).scalars())
+
+
+def test_a_batch_sends_its_writes_when_it_ends(db):
+    with db.direct() as writer:
+        _add(writer, "old", 1)
+    with db.batch() as batch:
+        _add(batch, "a")
+        _add(batch, "b")
+        batch.execute(_BUMP, {"k": "old"})
+        assert _keys(db) == ["old"]  # nothing is sent before the end
+    assert _keys(db) == ["a", "b", "old"]
+    with db.read() as session:
+        assert session.execute(select(_T.c.failures).where(_T.c.key == "old")).scalar_one() == 2
+
+
+def _batch(db: Database, *writes: tuple[Any, dict[str, Any]], then_raise: bool = False) -> None:
+    with db.batch() as batch:
+        for statement, params in writes:
+            batch.execute(statement, params)
+        if then_raise:
+            raise RuntimeError("midway")
+
+
+def _row(key: str) -> tuple[Any, dict[str, Any]]:
+    return _ADD, {"key": key, "failures": 0, "blocked_until": 0, "locked": False}
+
+
+def test_a_batch_that_raises_sends_nothing(db):
+    with pytest.raises(RuntimeError, match="midway"):
+        _batch(db, _row("a"), then_raise=True)
+    assert _keys(db) == []
+
+
+def test_a_batch_the_database_refuses_in_part_writes_nothing(db):
+    # The second insert breaks the primary key: on PostgreSQL the one statement fails as a
+    # whole, on SQLite the transaction rolls back. (The driver's own errors: ``mfa.direct``.)
+    with db.direct() as writer:
+        _add(writer, "taken")
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+        _batch(db, _row("a"), _row("taken"), _row("b"))
+    assert _keys(db) == ["taken"]
+
+
+def test_a_batch_holds_no_statement_that_returns_rows(db):
+    with pytest.raises(ValueError, match="no rows"):
+        _batch(db, _row("a"), (_STATE, {"k": "a"}))
+    assert _keys(db) == []
+
+
+def test_on_postgresql_a_batch_is_one_transaction(db):
+    if db.is_sqlite:
+        pytest.skip("xmin, the transaction that wrote a row, is PostgreSQL's")
+
+    def writers() -> list[str]:
+        with db.read() as session:
+            return list(session.execute(text("SELECT xmin::text FROM throttles")).scalars())
+
+    with db.batch() as batch:  # in autocommit: no BEGIN and COMMIT around it
+        for key in "abc":
+            _add(batch, key)
+    assert len(set(writers())) == 1
+    # Without the batch each statement of an autocommit block commits on its own: the check
+    # above would tell them apart.
+    with db.direct(autocommit=True) as writer:
+        for key in "def":
+            _add(writer, key)
+    assert len(set(writers())) == 4
+
+
+def test_statements_together_keep_their_parameters_apart():
+    sql = direct._together(
+        ("UPDATE t SET a = %(a)s WHERE b LIKE 'x%%'", "INSERT INTO u (a) VALUES (%(a)s)")
+    )
+    assert sql == (
+        "WITH s0 AS (UPDATE t SET a = %(s0_a)s WHERE b LIKE 'x%%') "
+        "INSERT INTO u (a) VALUES (%(s1_a)s)"
+    )

@@ -54,7 +54,9 @@ EVENTS = frozenset(
 )
 
 
-_INSERT = prepared(insert(table_of(AuditEvent)))  # built once: every login writes several
+# Built once: every login writes several. Inline: nothing reads the new row's id back, so
+# PostgreSQL need not return it (and a batch, ``Direct.batch``, may hold it).
+_INSERT = prepared(insert(table_of(AuditEvent)).inline())
 
 
 def record(

@@ -130,7 +130,7 @@ def _claim_password_attempt(
 def _password_failed(
     ctx: Context, conn: PoolProxiedConnection, candidate: _Candidate, meta: RequestMeta
 ) -> None:
-    with ctx.db.direct(conn) as writer:
+    with ctx.db.batch(conn) as writer:
         audit.record(
             writer,
             "password_failed",
@@ -151,7 +151,8 @@ def _open_login(
     assert candidate.user_id is not None
     now = ctx.now()
     user_id = candidate.user_id
-    with ctx.db.direct(conn) as writer:
+    # Only writes: one round trip on PostgreSQL (``Database.batch``).
+    with ctx.db.batch(conn) as writer:
         throttle.succeeded(writer, throttle.PASSWORD, users.username_key(candidate.username))
         if new_hash is not None:
             users.set_password_hash(writer, user_id, new_hash)
@@ -260,28 +261,30 @@ def verify(
                 error = VerificationFailed()
             else:
                 transactions.spend(writer, tx, now)
-                throttle.succeeded(writer, throttle.MFA, user.id)
-                audit.about_factor(
-                    writer,
-                    "factor_succeeded",
-                    user,
-                    factor,
-                    now=now,
-                    meta=meta,
-                    stage=tx.purpose,
-                )
                 if family is not None and not tokens.supersede(writer, family, now):
                     raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
-                # A step-up keeps "pwd": the login it continues began with the password.
-                issued = tokens.issue(
-                    writer,
-                    ctx,
-                    user_id=user.id,
-                    amr=["pwd", *methods, "mfa"],
-                    auth_time=now,
-                    now=now,
-                    family_id=family,
-                )
+                # The writes whose results nothing reads: one round trip on PostgreSQL.
+                with writer.batch() as batch:
+                    throttle.succeeded(batch, throttle.MFA, user.id)
+                    audit.about_factor(
+                        batch,
+                        "factor_succeeded",
+                        user,
+                        factor,
+                        now=now,
+                        meta=meta,
+                        stage=tx.purpose,
+                    )
+                    # A step-up keeps "pwd": the login it continues began with the password.
+                    issued = tokens.issue(
+                        batch,
+                        ctx,
+                        user_id=user.id,
+                        amr=["pwd", *methods, "mfa"],
+                        auth_time=now,
+                        now=now,
+                        family_id=family,
+                    )
                 told: dict[str, Any] = {}
                 if factor.type == recovery.TYPE:
                     told = recovery.after_login(writer, user, factor, now, meta)
