@@ -15,7 +15,7 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -32,6 +32,7 @@ from sqlmodel import Session
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from .checkpoints import Checkpointer
 from .direct import AsyncDirect, Direct
+from .gather import Gather
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 LOOP_READS_NAME = "mfa loop reads"
@@ -91,6 +92,7 @@ class Database:
         self._pool_size = pool_size
         self._loop_reads: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._loop_writers: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._gathers: dict[int, Gather[str, Sequence[Any]]] = {}  # by statement
 
     def checkpoint_in_background(self) -> None:
         """On a SQLite file: move WAL checkpoints out of the commits into a thread of their own
@@ -139,6 +141,22 @@ class Database:
                     if attempt == 2 or not conn.broken:
                         raise
         raise AssertionError("unreachable")
+
+    async def fetch_gathered(self, statement: Executable, key: str) -> Sequence[Any]:
+        """The rows of ``statement`` about ``key``, read on PostgreSQL together with those of
+        the calls waiting meanwhile (``mfa.gather``): ``statement`` takes a list of keys as its
+        parameter "keys", and each row's first column names the key it is about."""
+        gather = self._gathers.get(id(statement))
+        if gather is None:
+            read_many = functools.partial(self._fetch_keyed, statement)
+            gather = self._gathers[id(statement)] = Gather(read_many, missing=())
+        return await gather.get(key)
+
+    async def _fetch_keyed(self, statement: Executable, keys: list[str]) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        for row in await self.fetch(statement, {"keys": keys}):
+            found.setdefault(row[0], []).append(row)
+        return found
 
     async def open_loop_reads(self) -> None:
         """On PostgreSQL: open the pool ``fetch`` reads on, in the running event loop (the

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..direct import prepared
 from ..errors import Unauthorized
@@ -24,6 +26,17 @@ _ME = prepared(
     .where(_U.c.id == bindparam("id"))
     .order_by(_F.c.created_at, _F.c.id)
 )
+# The same for many users at once, each row led by its user's id: on PostgreSQL the calls that
+# come while one read is out share the next (``Database.fetch_gathered``). The factors are
+# restricted by the list too, not only through the join: so even a generic plan made before a
+# table's first statistics looks them up by index, where it read them all (12 ms, not 0.2).
+_KEYS = any_(bindparam("keys", type_=ARRAY(String)))
+_ME_MANY = prepared(
+    select(_U.c.id.label("of_user"), _U.c.username, _U.c.is_admin, *VIEW_COLUMNS)
+    .select_from(view_from(_U.outerjoin(_F, (_F.c.user_id == _U.c.id) & (_F.c.user_id == _KEYS))))
+    .where(_U.c.id == _KEYS)
+    .order_by(_F.c.created_at, _F.c.id)
+)
 
 
 async def me_by_token(ctx: Context, bearer: str) -> dict[str, Any]:
@@ -31,7 +44,10 @@ async def me_by_token(ctx: Context, bearer: str) -> dict[str, Any]:
     connection (``Database.fetch``). This runs on every call, and there SQLAlchemy's execution
     of the statement, and a trip to a worker thread, each cost more than the database's work."""
     principal = await tokens.authenticate_in_loop(ctx, bearer)
-    rows = await ctx.db.fetch(_ME, {"id": principal.user_id})
+    if ctx.db.is_sqlite:
+        rows: Sequence[Any] = await ctx.db.fetch(_ME, {"id": principal.user_id})
+    else:
+        rows = await ctx.db.fetch_gathered(_ME_MANY, principal.user_id)
     if not rows:
         # A valid token for a user deleted since: the token speaks for nobody.
         raise Unauthorized
