@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator, Mapping
 
 import httpx2 as httpx
@@ -20,7 +19,7 @@ from mfa.gather import Gather
 from mfa.models import User, table_of
 from mfa.services.account import _ME_MANY
 
-from .conftest import PG_ADMIN_URL, empty
+from .conftest import empty, new_pg_database
 from .helpers import bearer
 from .live import serve
 from .test_multi_instance import enroll
@@ -30,7 +29,7 @@ class Reads:
     """A ``read_many`` that answers each key with its upper case, and remembers what it was
     asked; each read waits until the test lets it go."""
 
-    def __init__(self, fail: set[str] = frozenset()) -> None:
+    def __init__(self, fail: frozenset[str] = frozenset()) -> None:
         self.asked: list[list[str]] = []
         self.go = asyncio.Event()
         self.fail = fail
@@ -80,7 +79,7 @@ def test_calls_made_while_a_read_is_out_go_together_in_the_next():
 
 def test_a_failed_read_fails_its_callers_only():
     async def main() -> None:
-        reads = Reads(fail={"a"})
+        reads = Reads(fail=frozenset({"a"}))
         gather = Gather(reads, missing="none")
         first = asyncio.ensure_future(gather.get("a"))
         await _started()
@@ -175,15 +174,12 @@ def test_me_answers_each_caller_with_its_own_account_under_concurrent_calls(pg_d
 
 @pytest.fixture
 def fresh_pg_database() -> Iterator[str]:
-    """A PostgreSQL database of this test's own: its tables have no statistics yet."""
-    name = f"mfa_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A database of this test's own: its tables have no statistics yet."""
+    with new_pg_database() as url:
+        db = Database(url)
+        schema.ensure(db, upgrade_if_behind=False)
+        db.dispose()
+        yield make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def test_on_postgresql_the_gathered_read_searches_indexes_before_any_statistics(
@@ -192,9 +188,6 @@ def test_on_postgresql_the_gathered_read_searches_indexes_before_any_statistics(
     # Prepared statements get a generic plan after five runs. For users.id = ANY($1) alone,
     # before the first ANALYZE of a bulk-loaded table, that plan read every factor (a hash
     # join): 12 ms a read instead of 0.2.
-    db = Database(make_url(fresh_pg_database).set(drivername="postgresql+psycopg"))
-    schema.ensure(db, upgrade_if_behind=False)
-    db.dispose()
     compiled = _ME_MANY.compile(dialect=postgresql.psycopg.dialect())
     sql = compiled.string.replace("%(keys)s", "$1")
     for name, value in compiled.params.items():
