@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy import Select, String, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..direct import prepared
@@ -18,25 +18,27 @@ if TYPE_CHECKING:
     from ..context import Context
 
 _U, _F = table_of(User), table_of(Factor)
-# The user and the views of their factors in one query: a row per factor, or one with no
-# factor (id NULL).
-_ME = prepared(
-    select(_U.c.username, _U.c.is_admin, *VIEW_COLUMNS)
-    .select_from(view_from(_U.outerjoin(_F, _F.c.user_id == _U.c.id)))
-    .where(_U.c.id == bindparam("id"))
-    .order_by(_F.c.created_at, _F.c.id)
-)
-# The same for many users at once, each row led by its user's id: on PostgreSQL the calls that
-# come while one read is out share the next (``Database.fetch_gathered``). The factors are
-# restricted by the list too, not only through the join: so even a generic plan made before a
-# table's first statistics looks them up by index, where it read them all (12 ms, not 0.2).
-_KEYS = any_(bindparam("keys", type_=ARRAY(String)))
-_ME_MANY = prepared(
-    select(_U.c.id.label("of_user"), _U.c.username, _U.c.is_admin, *VIEW_COLUMNS)
-    .select_from(view_from(_U.outerjoin(_F, (_F.c.user_id == _U.c.id) & (_F.c.user_id == _KEYS))))
-    .where(_U.c.id == _KEYS)
-    .order_by(_F.c.created_at, _F.c.id)
-)
+
+
+def _me(ids: Any) -> Select[Any]:
+    """The users ``ids`` names (one id, or ANY of a list) and the views of their factors in one
+    query: a row per factor, or one with no factor (id NULL), each led by its user's id.
+
+    The factors are restricted by ``ids`` too, not only through the join: so even a generic
+    plan PostgreSQL made before a table's first statistics looks them up by index, where for a
+    list it read them all (12 ms, not 0.2)."""
+    return (
+        select(_U.c.id.label("of_user"), _U.c.username, _U.c.is_admin, *VIEW_COLUMNS)
+        .select_from(view_from(_U.outerjoin(_F, (_F.c.user_id == _U.c.id) & (_F.c.user_id == ids))))
+        .where(_U.c.id == ids)
+        .order_by(_F.c.created_at, _F.c.id)
+    )
+
+
+_ME = prepared(_me(bindparam("id")))
+# For many users at once: on PostgreSQL the calls that come while one read is out share the
+# next (``Database.fetch_gathered``).
+_ME_MANY = prepared(_me(any_(bindparam("keys", type_=ARRAY(String)))))
 
 
 async def me_by_token(ctx: Context, bearer: str) -> dict[str, Any]:
