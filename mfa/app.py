@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import schema
+from . import outage, schema
 from .api import admin, admin_tokens, factors, login, ops, pages, session
 from .config import Settings
 from .context import Context
@@ -187,7 +187,8 @@ class BodyLimit:
 
 class CatchAll:
     """The last line: an unexpected error becomes a 500 JSON body, and the log gets the
-    exception's type and where it happened, never its message (which may quote input)."""
+    exception's type and where it happened, never its message (which may quote input). A
+    database that cannot serve just now (``mfa.outage``) is a 503 with Retry-After instead."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -207,21 +208,29 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracking)
         except Exception as exc:
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            log.error(
-                "unhandled %s on %s %s\n%s",
-                type(exc).__name__,
-                scope.get("method"),
-                scope.get("path"),
-                frames,
-            )
-            if not started:
-                await _send_error(
-                    send,
-                    MfaError(
-                        "Something went wrong on our side.", error="internal_error", status=500
-                    ),
+            error: MfaError
+            if outage.is_outage(exc):
+                log.warning(
+                    "database unavailable (%s) on %s %s",
+                    type(exc).__name__,
+                    scope.get("method"),
+                    scope.get("path"),
                 )
+                error = outage.Unavailable()
+            else:
+                frames = "".join(traceback.format_tb(exc.__traceback__))
+                log.error(
+                    "unhandled %s on %s %s\n%s",
+                    type(exc).__name__,
+                    scope.get("method"),
+                    scope.get("path"),
+                    frames,
+                )
+                error = MfaError(
+                    "Something went wrong on our side.", error="internal_error", status=500
+                )
+            if not started:
+                await _send_error(send, error)
 
 
 async def _send_error(send: Send, error: MfaError) -> None:

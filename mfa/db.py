@@ -13,6 +13,7 @@ import asyncio
 import fcntl
 import functools
 import os
+import select
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, Executable, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
@@ -36,6 +38,7 @@ from .gather import Gather
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 LOOP_READS_NAME = "mfa loop reads"
+LOOP_READ_WAIT_S = 5.0
 
 # What a read or a write runs on: a Session, or the driver's own connection where SQLAlchemy's
 # execution costs more than the statements (the login path and the event loop's reads:
@@ -86,6 +89,7 @@ class Database:
                 pool_pre_ping=False,
             )
             self.write_engine = self.engine
+            _replace_closed_connections(self.engine)
             self._writer = nullcontext()
             self._path = None
             self._checkpointer = None
@@ -129,18 +133,24 @@ class Database:
         pool = self._loop_reads
         if pool is None:
             raise RuntimeError("open_loop_reads() first: the app does at startup")
-        # A pooled connection the server has closed since (a restart, an idle timeout) fails
-        # at its first use; the pool then drops it. The read is safe to repeat once on another.
-        for attempt in (1, 2):
+        # A pooled connection the server has closed since its last use is closed here, and the
+        # pool replaces it; after a restart of the server every one of them is. One that breaks
+        # during the read (the server went away just then) is safe to repeat once on another.
+        repeated = False
+        for _ in range(self._pool_size + 2):
             async with pool.connection() as conn:
+                if _closed_by_server(conn):
+                    await conn.close()
+                    continue
                 try:
                     async with conn.cursor() as cursor:
                         direct = AsyncDirect(cursor, self.engine.dialect)
                         return (await direct.execute(statement, params)).all()
                 except psycopg.OperationalError:
-                    if attempt == 2 or not conn.broken:
+                    if repeated or not conn.broken:
                         raise
-        raise AssertionError("unreachable")
+                    repeated = True
+        raise psycopg.OperationalError("no live connection to the database")
 
     async def fetch_gathered(self, statement: Executable, key: str) -> Sequence[Any]:
         """The rows of ``statement`` about ``key``, read on PostgreSQL together with those of
@@ -171,6 +181,9 @@ class Database:
             kwargs={"autocommit": True, "application_name": LOOP_READS_NAME},
             min_size=1,
             max_size=self._pool_size,
+            # How long a read waits for a connection: only an outage makes it wait that long
+            # (connections take a millisecond each), and its callers then get a 503 soon.
+            timeout=LOOP_READ_WAIT_S,
             name="loop-reads",
             open=False,
         )
@@ -298,6 +311,33 @@ class Database:
         self.engine.dispose()
 
 
+def _closed_by_server(conn: psycopg.Connection[Any] | AsyncConnection[Any]) -> bool:
+    """Whether PostgreSQL has closed this idle pooled connection since its last use (a restart,
+    a failover, ``pg_terminate_backend``, an idle timeout on the way). It then has something to
+    read, its notice and the end of the stream, where a live idle one has nothing: one poll of
+    the socket tells, where a pre-ping would cost a round trip on every checkout."""
+    if conn.closed:
+        return True
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _replace_closed_connections(engine: Engine) -> None:
+    """Check each PostgreSQL connection as it leaves the pool: one the server has closed is
+    replaced there by a new one (the pool does that for ``DisconnectionError``), instead of
+    failing the request it was given to with a 500."""
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if _closed_by_server(dbapi_conn):
+            raise DisconnectionError("closed by the server since its last use")
+
+
+class WriterBusy(TimeoutError):
+    """The writer lock of a SQLite database stayed taken for the whole busy timeout."""
+
+
 class _WriterLock:
     """One writer at a time: a thread lock within the process, and an advisory file lock
     (flock) beside the database between processes (the workers of `mfa serve`).
@@ -337,7 +377,7 @@ class _WriterLock:
         # A write opened inside another on the same thread could never get the lock: fail as
         # SQLite's own busy timeout would, rather than hang.
         if not self._threads.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            raise TimeoutError("timed out waiting for the database's write lock")
+            raise WriterBusy("timed out waiting for the database's write lock")
         fds = None
         try:
             fds = self._files()

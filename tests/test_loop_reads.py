@@ -32,7 +32,7 @@ def test_me_answers_after_the_server_closed_the_loops_connections(client, clock,
     enroll_first_totp(client, account, clock)
     assert client.get("/api/me", headers=account.access).status_code == 200
     assert _close_loop_reads_from_the_server(database_url) >= 1
-    # The first read meets a dead connection and repeats once on a new one: no 500.
+    # The read finds its connection closed by the server and takes a new one: no 500.
     r = client.get("/api/me", headers=account.access)
     assert r.status_code == 200, r.text
     assert r.json()["username"] == "alice"
