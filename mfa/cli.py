@@ -15,9 +15,10 @@ from typing import Any
 
 import anyio
 import uvicorn
+from sqlalchemy.engine import make_url
 from uvicorn.config import STARTUP_FAILURE
 
-from . import schema, seedfile, workers
+from . import outage, schema, seedfile, workers
 from .config import ConfigError, Settings
 from .context import CLI, Context
 from .db import Database
@@ -29,6 +30,10 @@ from .times import parse_time
 Command = Callable[[argparse.Namespace, Context], int]
 
 
+# The exit status when the database cannot be reached (``mfa.outage``): a supervisor may retry.
+UNAVAILABLE = 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -37,6 +42,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"mfa: configuration: {e}", file=sys.stderr)
         return 2
+    try:
+        return _command(args, settings)
+    except Exception as e:
+        if not outage.is_outage(e):
+            raise
+        # The driver's reason (refused, unknown host, authentication failed) names no secret;
+        # the URL goes out without its password.
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        print(f"mfa: the database at {where} cannot be reached: {reason}", file=sys.stderr)
+        return UNAVAILABLE
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return _serve(args, settings)
     ctx = Context.create(settings)

@@ -77,3 +77,18 @@ def test_a_bad_setting_is_a_clear_error(env):
     assert r.returncode == 2
     assert "MFA_ENCRYPTION_KEY" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_database_that_cannot_be_reached_is_said_plainly_with_status_3(tmp_path):
+    # A port nothing listens on, and a password that must not be echoed.
+    env = {
+        "MFA_DATABASE_URL": "postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:1/mfa",
+        "MFA_DATA_DIR": str(tmp_path),
+    }
+    for args in (("db", "upgrade"), ("user", "list"), ("serve", "--port", "1")):
+        r = mfa(env, *args)
+        assert r.returncode == 3, (args, r.stderr)
+        assert "the database at postgresql+psycopg://postgres:***@127.0.0.1:1/mfa" in r.stderr
+        assert "cannot be reached" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert "s3cret-pw" not in r.stdout + r.stderr
