@@ -77,8 +77,11 @@ def _outage(database: str) -> Iterator[None]:
         _allow_connections(database, True)
 
 
-def _warm(base: str, access: str) -> None:
-    """Requests enough, and at once, that each worker's pools hold several connections."""
+def _enrolled_with_pools_filled(base: str) -> tuple[dict, dict]:
+    """Alice, with a TOTP factor and tokens; and requests enough, and at once, that each
+    worker's pools hold several connections."""
+    factor, tokens = enroll(base, "alice")
+    access = tokens["access_token"]
     with ThreadPoolExecutor(16) as pool:
         statuses = list(
             pool.map(
@@ -87,6 +90,7 @@ def _warm(base: str, access: str) -> None:
             )
         )
     assert set(statuses) == {200}
+    return factor, tokens
 
 
 def _full_login(base: str, factor: dict) -> dict:
@@ -101,9 +105,8 @@ def _full_login(base: str, factor: dict) -> dict:
 @pytest.mark.live
 def test_connections_the_server_closed_are_replaced_without_a_failed_request(instance):
     base, database = instance
-    factor, tokens = enroll(base, "alice")
+    factor, tokens = _enrolled_with_pools_filled(base)
     access = tokens["access_token"]
-    _warm(base, access)
     _terminate_connections(database)
 
     # Every kind of request, each on connections the server has just closed; then many at once.
@@ -128,9 +131,8 @@ def test_connections_the_server_closed_are_replaced_without_a_failed_request(ins
 @pytest.mark.live
 def test_while_the_database_is_away_requests_answer_503_and_recover_after(instance):
     base, database = instance
-    factor, tokens = enroll(base, "alice")
+    factor, tokens = _enrolled_with_pools_filled(base)
     access = tokens["access_token"]
-    _warm(base, access)
 
     with _outage(database):
         for r in (
