@@ -212,7 +212,7 @@ class CatchAll:
             if outage.is_outage(exc):
                 log.warning(
                     "database unavailable (%s) on %s %s",
-                    type(exc).__name__,
+                    outage.describe(exc),
                     scope.get("method"),
                     scope.get("path"),
                 )

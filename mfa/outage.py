@@ -43,6 +43,16 @@ class Unavailable(MfaError):
         )
 
 
+def describe(exc: BaseException) -> str:
+    """What the log says of an outage: the driver's error type and code (a SQLSTATE, or
+    SQLite's name for it), which tell an operator why, and never the message, which is free
+    text."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} {code}" if code else type(exc).__name__
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (as raised by the driver, or wrapped by SQLAlchemy) says the database
     cannot serve now."""

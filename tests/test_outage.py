@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from mfa.db import WriterBusy
-from mfa.outage import is_outage
+from mfa.outage import describe, is_outage
 
 from .conftest import PG_ADMIN_URL, new_pg_database
 from .helpers import PASSWORD, bearer, totp_code
@@ -129,7 +129,7 @@ def test_connections_the_server_closed_are_replaced_without_a_failed_request(ins
 
 
 @pytest.mark.live
-def test_while_the_database_is_away_requests_answer_503_and_recover_after(instance):
+def test_while_the_database_is_away_requests_answer_503_and_recover_after(instance, tmp_path):
     base, database = instance
     factor, tokens = _enrolled_with_pools_filled(base)
     access = tokens["access_token"]
@@ -144,6 +144,7 @@ def test_while_the_database_is_away_requests_answer_503_and_recover_after(instan
             assert int(r.headers["Retry-After"]) >= 1
         assert httpx.get(base + "/readyz").status_code == 503
         assert httpx.get(base + "/healthz").status_code == 200  # the process itself is fine
+    assert "database unavailable (OperationalError" in (tmp_path / "server.log").read_text()
 
     # Back without a restart: every request as before.
     assert httpx.get(base + "/readyz").status_code == 200
@@ -169,7 +170,9 @@ def _sqlite_error(tmp_path: Path, sql: str) -> sqlite3.OperationalError:
 
 
 def test_a_locked_sqlite_database_is_an_outage_and_a_missing_table_is_not(tmp_path):
-    assert is_outage(_sqlite_error(tmp_path, "BEGIN IMMEDIATE"))  # "database is locked"
+    locked = _sqlite_error(tmp_path, "BEGIN IMMEDIATE")  # "database is locked"
+    assert is_outage(locked)
+    assert describe(locked) == "OperationalError SQLITE_BUSY"
     assert not is_outage(_sqlite_error(tmp_path, "SELECT * FROM missing"))
     assert is_outage(WriterBusy("timed out waiting for the database's write lock"))
 
@@ -184,6 +187,7 @@ def test_an_unreachable_postgresql_is_an_outage_and_a_bad_statement_is_not():
     with pytest.raises(sa_exc.OperationalError) as wrapped:
         engine.connect()
     assert is_outage(wrapped.value)
+    assert describe(wrapped.value) == "OperationalError"  # no SQLSTATE: no server answered
 
     with psycopg.connect(PG_ADMIN_URL) as conn:
         with pytest.raises(psycopg.ProgrammingError) as bad:
