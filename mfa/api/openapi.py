@@ -131,16 +131,17 @@ def _schema(model: Any) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     components: dict[str, Any] = {"Error": _ERROR}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for method, path, summary, model, status, bearer in _OPERATIONS + EXTRA_OPERATIONS:
         op: dict[str, Any] = {
             "summary": summary,
             "responses": {
                 str(status): {"description": "Success"},
-                "4XX": {
-                    "description": "Error",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
+                "4XX": {"description": "Error", "content": error},
+                "503": {
+                    "description": "The database is unavailable just now; try again after "
+                    "Retry-After seconds",
+                    "content": error,
                 },
             },
         }
