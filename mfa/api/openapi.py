@@ -127,6 +127,10 @@ def _schema(model: Any) -> dict[str, Any]:
     return TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
 
 
+# Calls that answer without the database (and so never with its 503).
+_WITHOUT_DATABASE = {"/healthz"}
+
+
 @cache
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
@@ -138,13 +142,14 @@ def document() -> dict[str, Any]:
             "responses": {
                 str(status): {"description": "Success"},
                 "4XX": {"description": "Error", "content": error},
-                "503": {
-                    "description": "The database is unavailable just now; try again after "
-                    "Retry-After seconds",
-                    "content": error,
-                },
             },
         }
+        if path not in _WITHOUT_DATABASE:
+            op["responses"]["503"] = {
+                "description": "The database is unavailable just now; try again after "
+                "Retry-After seconds",
+                "content": error,
+            }
         names = re.findall(r"\{(\w+)\}", path)
         if names:
             op["parameters"] = [
