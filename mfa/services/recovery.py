@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, update
 from sqlmodel import Session, col
 
 from ..db import Reader, Writer
@@ -61,12 +61,19 @@ def code_hash(ctx: Context, factor_id: str, code: str) -> bytes:
 
 _R = table_of(RecoveryCode)
 _F = table_of(Factor)
+
+
+def _unused(factor_id: Any) -> Select[int]:
+    """The count of a recovery set's unused codes; ``factor_id`` a parameter or a column."""
+    return (
+        select(func.count())
+        .select_from(_R)
+        .where(_R.c.factor_id == factor_id, _R.c.used_at.is_(None))
+    )
+
+
 # Built once: a login with a code runs these on its ``Direct`` transaction.
-_REMAINING = prepared(
-    select(func.count())
-    .select_from(_R)
-    .where(_R.c.factor_id == bindparam("factor"), _R.c.used_at.is_(None))
-)
+_REMAINING = prepared(_unused(bindparam("factor")))
 _SPEND = prepared(
     update(_R)
     .where(
@@ -94,15 +101,9 @@ _ANOTHER_FACTOR = prepared(
 
 # A recovery factor's unused codes, as a column of a select over factors (``factors.VIEW_COLUMNS``);
 # NULL for a factor of another type, whose row it does not count for.
-REMAINING = case(
-    (
-        _F.c.type == TYPE,
-        select(func.count())
-        .where(_R.c.factor_id == _F.c.id, _R.c.used_at.is_(None))
-        .scalar_subquery(),
-    ),
-    else_=None,
-).label("remaining")
+REMAINING = case((_F.c.type == TYPE, _unused(_F.c.id).scalar_subquery()), else_=None).label(
+    "remaining"
+)
 
 
 def remaining(reader: Reader, factor_id: str) -> int:
