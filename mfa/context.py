@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 import anyio
+from joserfc.jwk import ECKey
 
 from .config import Settings
 from .db import Database
+from .grouped import WriteGroups
 from .secretbox import SecretBox, load_or_create_key
 from .services.keys import KeyStore
 
@@ -46,6 +48,7 @@ class Context:
     # Made at first use, in the event loop's thread (so no two at once).
     _work: ThreadPoolExecutor | None = field(default=None, repr=False)
     _hash_work: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _groups: WriteGroups | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Made here, not on first use: threads would race to make it.
@@ -92,6 +95,22 @@ class Context:
             return await self.run(fn, *args, **kwargs)
         async with self.db.loop_write():
             return fn(*args, **kwargs)
+
+    async def run_write_together(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``run_write`` for a write that goes through ``Database.direct`` only (a login's
+        verify): on SQLite in one transaction with the others that wait for the lock at the
+        same time (``mfa.grouped``); on PostgreSQL in a worker thread, as ``run``."""
+        if not self.db.is_sqlite:
+            return await self.run(fn, *args, **kwargs)
+        if self._groups is None:
+            self._groups = WriteGroups(self.db)
+        return await self._groups.run(fn, *args, **kwargs)
+
+    async def signer(self) -> ECKey:
+        """The current signing key: in the event loop while the cache is fresh, else read in a
+        worker thread."""
+        signer = self.keys.cached_signer()
+        return signer if signer is not None else await self.run(self.keys.signer)
 
     async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run work around a password hash (a login: its claim, the hash, its writes) in a

@@ -97,6 +97,7 @@ class Database:
         self._loop_reads: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._loop_writers: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._gathers: dict[int, Gather[str, Sequence[Any]]] = {}  # by statement
+        self._together: tuple[int, PoolProxiedConnection] | None = None  # (thread, connection)
 
     def checkpoint_in_background(self) -> None:
         """On a SQLite file: move WAL checkpoints out of the commits into a thread of their own
@@ -195,12 +196,13 @@ class Database:
             await pool.close()
 
     @asynccontextmanager
-    async def loop_write(self) -> AsyncIterator[None]:
+    async def loop_write(self, *, wait_in_place: bool = True) -> AsyncIterator[None]:
         """On SQLite: the writer lock, for a write that then runs right here in the event loop
         (``Context.run_write``); the write's own ``with`` takes the lock held for it. The loop
         waits in place for another worker's such write (``_WriterLock.acquire_short``), and in
-        a thread for anything longer (one at a time per loop: the others queue here). On
-        PostgreSQL: nothing.
+        a thread for anything longer (one at a time per loop: the others queue here), or for
+        any write at all if not ``wait_in_place`` (``mfa.grouped``, whose groups are longer).
+        On PostgreSQL: nothing.
 
         A write in a worker thread held the lock while it waited for the GIL, which the event
         loop and the other threads held in turn at each statement; the other worker waited for
@@ -210,7 +212,7 @@ class Database:
             yield
             return
         async with self._queue_for_writer():
-            if not lock.acquire_short():
+            if not lock.acquire_short(wait_for_short=wait_in_place):
                 # Shielded: a cancelled caller still gets the lock, and lets it go below.
                 with anyio.CancelScope(shield=True):
                     await asyncio.get_running_loop().run_in_executor(
@@ -219,6 +221,20 @@ class Database:
         with lock.lent():
             yield
 
+    @contextmanager
+    def loop_write_now(self) -> Iterator[bool]:
+        """``loop_write`` without any wait: True, with the lock lent, if it is free right now;
+        False if anyone holds it or waits for it. On PostgreSQL: True."""
+        lock = self._writer
+        if not isinstance(lock, _WriterLock):
+            yield True
+            return
+        if self._queue_for_writer().locked() or not lock.acquire_short(wait_for_short=False):
+            yield False
+            return
+        with lock.lent():
+            yield True
+
     def _queue_for_writer(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         if self._loop_writers is None or self._loop_writers[0] is not loop:
@@ -226,8 +242,39 @@ class Database:
         return self._loop_writers[1]
 
     @contextmanager
+    def together(self) -> Iterator[None]:
+        """One write transaction for writes run one after another on this thread (a group of
+        ``mfa.grouped``): each ``direct`` opened meanwhile is a savepoint in it, undone alone if
+        its block raises. Commits when the block ends; rolls everything back if it raises."""
+        with self.driver_connection() as own, self._writer:
+            try:
+                cursor = own.cursor()
+                if self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                self._together = (threading.get_ident(), own)
+                try:
+                    yield
+                finally:
+                    self._together = None
+                cursor.close()
+                own.commit()
+            except BaseException:
+                own.rollback()
+                raise
+
+    def _joined(self) -> PoolProxiedConnection | None:
+        """The connection of the group this thread writes in (``together``), if any."""
+        together = self._together
+        if together is not None and together[0] == threading.get_ident():
+            return together[1]
+        return None
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A read-write transaction: commits when the block ends, rolls back if it raises."""
+        if self._joined() is not None:
+            # It would wait for the lock its own group holds: a mistake, and said at once.
+            raise RuntimeError("a grouped write writes through Database.direct only")
         with (
             self._writer,
             Session(self.write_engine, expire_on_commit=False) as session,
@@ -258,6 +305,11 @@ class Database:
         With ``autocommit``, each statement is a transaction of its own: for statements that
         need no atomicity between them (a read, then one atomic upsert), it saves the BEGIN and
         the COMMIT, two round trips on PostgreSQL. The writer lock is held all the same."""
+        joined = self._joined() if conn is None and not autocommit else None
+        if joined is not None:
+            with self._savepoint(joined) as cursor:
+                yield Direct(cursor, self.engine.dialect)
+            return
         # The checkout first: it needs no lock, and the lock is held for the statements only.
         with nullcontext(conn) if conn else self.driver_connection() as own, self._writer:
             if autocommit:
@@ -274,6 +326,20 @@ class Database:
             except BaseException:
                 own.rollback()
                 raise
+
+    @staticmethod
+    @contextmanager
+    def _savepoint(conn: PoolProxiedConnection) -> Iterator[Any]:
+        cursor = conn.cursor()
+        cursor.execute("SAVEPOINT direct")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.execute("ROLLBACK TO direct")
+            cursor.execute("RELEASE direct")
+            raise
+        cursor.execute("RELEASE direct")
+        cursor.close()
 
     @contextmanager
     def batch(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:
@@ -395,17 +461,20 @@ class _WriterLock:
             raise
         self._long = long and fds is not None
 
-    def acquire_short(self) -> bool:
+    def acquire_short(self, *, wait_for_short: bool = True) -> bool:
         """For a short write in the event loop: the lock if it is free, or once another
         process's short write lets it go. False, having waited for nothing, when a long write
-        or another thread of this process holds it: wait for it with ``acquire`` in a thread.
-        (Which of the two holds it can change between the look and the wait; the look only
-        decides where to wait.)"""
+        or another thread of this process holds it (or anyone, unless ``wait_for_short``): wait
+        for it with ``acquire`` in a thread. (Which of the two holds it can change between the
+        look and the wait; the look only decides where to wait.)"""
         if not self._threads.acquire(blocking=False):
             return False
         try:
             fds = self._files()
             if fds is not None and not _try_flock(fds[0], fcntl.LOCK_EX):
+                if not wait_for_short:
+                    self._threads.release()
+                    return False
                 # No thread of ours holds the second lock (the thread lock is ours): a shared
                 # lock on it is refused only while another process writes long, or waits to.
                 if not _try_flock(fds[1], fcntl.LOCK_SH):

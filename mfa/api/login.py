@@ -55,9 +55,10 @@ async def verify(request: Request) -> Response:
         raise InvalidRequest("Send factor_id and code, or a security key's credential.")
     if data.cookie:
         session.check_origin(request)
-    result = await ctx.run_write(
+    verified = await ctx.run_write_together(
         login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request)
     )
+    result = verified.body(await ctx.signer())
     return session.tokens_response(result, ctx.settings) if data.cookie else json(result)
 
 

@@ -63,6 +63,11 @@ class KeyStore:
     def jwks(self) -> dict[str, Any]:
         return self._current().jwks
 
+    def cached_signer(self) -> ECKey | None:
+        """The current signing key if the cache is fresh: usable in the event loop."""
+        snap = self._snapshot
+        return snap.signer if snap is not None and self._fresh(snap) else None
+
     def cached(self, kid: str) -> KeySet | None:
         """The published keys, if ``kid`` is one of them and the cache is fresh: what a token
         can be checked against in the event loop, without reading the database. None when that

@@ -48,6 +48,8 @@ from .handlers import HANDLERS, Answer
 from .transactions import Owner
 
 if TYPE_CHECKING:
+    from joserfc.jwk import ECKey
+
     from ..context import Context, RequestMeta
     from .tokens import Principal
 
@@ -219,12 +221,25 @@ def challenge(ctx: Context, mfa_token: str, factor_id: str) -> dict[str, Any]:
         return {"type": factor.type, **response}
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A login finished with its second factor: the tokens stored, and what else the answer
+    tells (the recovery codes left). The access token is signed afterwards (``body``), outside
+    the write: on SQLite, after the commit of its group (``Context.run_write_together``)."""
+
+    issued: tokens.Issued
+    told: dict[str, Any]
+
+    def body(self, signer: ECKey) -> dict[str, Any]:
+        return self.issued.signed(signer) | self.told
+
+
 def verify(
     ctx: Context, mfa_token: str, factor_id: str | None, answer: Answer, meta: RequestMeta
-) -> dict[str, Any]:
-    """Finish the login with a second factor; return the access and refresh tokens."""
+) -> Verified:
+    """Finish the login with a second factor; return its tokens (``Verified``). Writes through
+    ``Database.direct`` only."""
     now = ctx.now()
-    signer = ctx.keys.signer()
     error: MfaError | None = None
     # The hottest write path: statements on the driver's connection (``mfa.direct``).
     with ctx.db.direct() as writer:
@@ -290,7 +305,7 @@ def verify(
                     told = recovery.after_login(writer, user, factor, now, meta)
     if error:
         raise error
-    return issued.signed(signer) | told
+    return Verified(issued, told)
 
 
 _T = table_of(LoginTransaction)
