@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # The driver's reason (refused, unknown host, authentication failed) names no secret;
         # the URL goes out without its password.
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        reason = str(outage.driver_error(e)).strip().splitlines()[0]
         where = make_url(settings.database_url).render_as_string(hide_password=True)
         print(f"mfa: the database at {where} cannot be reached: {reason}", file=sys.stderr)
         return UNAVAILABLE

@@ -97,7 +97,7 @@ class Database:
         self._loop_reads: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._loop_writers: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._gathers: dict[int, Gather[str, Sequence[Any]]] = {}  # by statement
-        self._together: tuple[int, PoolProxiedConnection] | None = None  # (thread, connection)
+        self._together: tuple[int, Direct] | None = None  # (thread, the group's transaction)
 
     def checkpoint_in_background(self) -> None:
         """On a SQLite file: move WAL checkpoints out of the commits into a thread of their own
@@ -246,24 +246,15 @@ class Database:
         """One write transaction for writes run one after another on this thread (a group of
         ``mfa.grouped``): each ``direct`` opened meanwhile is a savepoint in it, undone alone if
         its block raises. Commits when the block ends; rolls everything back if it raises."""
-        with self.driver_connection() as own, self._writer:
+        with self.direct() as writer:
+            self._together = (threading.get_ident(), writer)
             try:
-                cursor = own.cursor()
-                if self.is_sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")
-                self._together = (threading.get_ident(), own)
-                try:
-                    yield
-                finally:
-                    self._together = None
-                cursor.close()
-                own.commit()
-            except BaseException:
-                own.rollback()
-                raise
+                yield
+            finally:
+                self._together = None
 
-    def _joined(self) -> PoolProxiedConnection | None:
-        """The connection of the group this thread writes in (``together``), if any."""
+    def _joined(self) -> Direct | None:
+        """The transaction of the group this thread writes in (``together``), if any."""
         together = self._together
         if together is not None and together[0] == threading.get_ident():
             return together[1]
@@ -307,8 +298,8 @@ class Database:
         the COMMIT, two round trips on PostgreSQL. The writer lock is held all the same."""
         joined = self._joined() if conn is None and not autocommit else None
         if joined is not None:
-            with self._savepoint(joined) as cursor:
-                yield Direct(cursor, self.engine.dialect)
+            with joined.savepoint():
+                yield joined
             return
         # The checkout first: it needs no lock, and the lock is held for the statements only.
         with nullcontext(conn) if conn else self.driver_connection() as own, self._writer:
@@ -326,20 +317,6 @@ class Database:
             except BaseException:
                 own.rollback()
                 raise
-
-    @staticmethod
-    @contextmanager
-    def _savepoint(conn: PoolProxiedConnection) -> Iterator[Any]:
-        cursor = conn.cursor()
-        cursor.execute("SAVEPOINT direct")
-        try:
-            yield cursor
-        except BaseException:
-            cursor.execute("ROLLBACK TO direct")
-            cursor.execute("RELEASE direct")
-            raise
-        cursor.execute("RELEASE direct")
-        cursor.close()
 
     @contextmanager
     def batch(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:

@@ -171,6 +171,20 @@ class Direct:
         return _result(compiled.sql, cursor, cursor.fetchall() if compiled.returns_rows else ())
 
     @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A transaction nested in this one: what the block wrote is undone, alone, if it
+        raises."""
+        cursor = self._cursor
+        cursor.execute("SAVEPOINT direct")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO direct")
+            cursor.execute("RELEASE direct")
+            raise
+        cursor.execute("RELEASE direct")
+
+    @contextmanager
     def batch(self) -> Iterator[Direct]:
         """Writes whose results nobody reads, held until the block ends and then sent together:
         on PostgreSQL as one statement, the others its data-modifying CTEs, so that they cost

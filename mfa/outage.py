@@ -43,12 +43,18 @@ class Unavailable(MfaError):
         )
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error under one that SQLAlchemy wrapped (``exc`` itself otherwise)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
 def describe(exc: BaseException) -> str:
     """What the log says of an outage: the driver's error type and code (a SQLSTATE, or
     SQLite's name for it), which tell an operator why, and never the message, which is free
     text."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        exc = exc.orig
+    exc = driver_error(exc)
     code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None)
     return f"{type(exc).__name__} {code}" if code else type(exc).__name__
 
@@ -58,12 +64,9 @@ def is_outage(exc: BaseException) -> bool:
     cannot serve now."""
     if isinstance(exc, sa_exc.TimeoutError | WriterBusy):
         return True  # every pooled connection stayed busy, or SQLite's writer lock did
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        if exc.orig is None:
-            return False
-        exc = exc.orig
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    exc = driver_error(exc)  # a DBAPIError with none under it is no outage: it fails below
     if isinstance(exc, sqlite3.OperationalError):
         return exc.sqlite_errorcode & 0xFF in _SQLITE_UNAVAILABLE
     # psycopg's OperationalError: connection failures and losses, the server shutting down

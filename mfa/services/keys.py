@@ -65,17 +65,15 @@ class KeyStore:
 
     def cached_signer(self) -> ECKey | None:
         """The current signing key if the cache is fresh: usable in the event loop."""
-        snap = self._snapshot
-        return snap.signer if snap is not None and self._fresh(snap) else None
+        snap = self._cached()
+        return snap.signer if snap is not None else None
 
     def cached(self, kid: str) -> KeySet | None:
         """The published keys, if ``kid`` is one of them and the cache is fresh: what a token
         can be checked against in the event loop, without reading the database. None when that
         takes a read first (the cache has expired, or ``kid`` is new to it)."""
-        snap = self._snapshot
-        if snap is None or not self._fresh(snap):
-            return None
-        return snap.published if _publishes(snap, kid) else None
+        snap = self._cached()
+        return snap.published if snap is not None and _publishes(snap, kid) else None
 
     def knows(self, kid: str) -> bool:
         """Whether ``kid`` is published, reloading once if it is not (a fresh rotation)."""
@@ -91,13 +89,14 @@ class KeyStore:
             self._snapshot = None
 
     def _current(self) -> _Snapshot:
-        snap = self._snapshot
-        if snap is None or not self._fresh(snap):
-            snap = self._reload()
-        return snap
+        return self._cached() or self._reload()
 
-    def _fresh(self, snap: _Snapshot) -> bool:
-        return time.monotonic() - snap.loaded_at <= self._settings.key_cache_seconds
+    def _cached(self) -> _Snapshot | None:
+        """The keys as last loaded, if that was at most ``key_cache_seconds`` ago."""
+        snap = self._snapshot
+        if snap is None or time.monotonic() - snap.loaded_at > self._settings.key_cache_seconds:
+            return None
+        return snap
 
     def _reload(self) -> _Snapshot:
         with self._lock:
