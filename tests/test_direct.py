@@ -192,6 +192,52 @@ def test_on_postgresql_a_batch_is_one_transaction(db):
     assert len(set(writers())) == 4
 
 
+def _failures(db: Database, key: str) -> int:
+    with db.read() as session:
+        return int(session.execute(select(_T.c.failures).where(_T.c.key == key)).scalar_one())
+
+
+_REFUSED = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+def _refused_midway(db: Database, conn: PoolProxiedConnection) -> None:
+    with db.direct(conn) as writer:
+        _add(writer, "a")
+        _add(writer, "taken")
+
+
+def test_a_transaction_a_statement_of_which_is_refused_leaves_nothing_behind(db):
+    with db.direct() as writer:
+        _add(writer, "taken")
+    with db.driver_connection() as conn:
+        with pytest.raises(_REFUSED):
+            _refused_midway(db, conn)
+        # The connection goes on in transactions: what fails in the next one is undone too.
+        with pytest.raises(RuntimeError, match="midway"):
+            _add_then_fail(db, "b", conn=conn)
+    assert _keys(db) == ["taken"]
+
+
+def _refused_at_the_end(db: Database) -> None:
+    with db.direct() as writer:
+        _add(writer, "a")
+        assert writer.execute(_BUMP, {"k": "taken"}).rowcount == 1
+        with writer.batch() as batch:
+            _add(batch, "b")
+            _add(batch, "taken")
+
+
+def test_a_transaction_whose_last_writes_are_refused_leaves_nothing_behind(db):
+    # The batch is sent last, as one statement on PostgreSQL: its refusal must undo what the
+    # transaction wrote before it, the bump of a row included.
+    with db.direct() as writer:
+        _add(writer, "taken")
+    with pytest.raises(_REFUSED):
+        _refused_at_the_end(db)
+    assert _keys(db) == ["taken"]
+    assert _failures(db, "taken") == 0
+
+
 def test_statements_together_keep_their_parameters_apart():
     sql = direct._together(
         ("UPDATE t SET a = %(a)s WHERE b LIKE 'x%%'", "INSERT INTO u (a) VALUES (%(a)s)")
