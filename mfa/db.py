@@ -54,6 +54,11 @@ def dialect_name(runner: Reader) -> str:
     return runner.get_bind().dialect.name
 
 
+class CannotOpen(OSError):
+    """A SQLite file whose directory cannot be made (no permission, a read-only or missing
+    mount): like a file SQLite cannot open, the database cannot be reached."""
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
         parsed = make_url(url)
@@ -61,7 +66,10 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise CannotOpen(f"its directory cannot be made ({e.strerror or e})") from None
             self.engine = create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

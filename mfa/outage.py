@@ -13,7 +13,7 @@ import sqlite3
 import psycopg
 from sqlalchemy import exc as sa_exc
 
-from .db import WriterBusy
+from .db import CannotOpen, WriterBusy
 from .errors import MfaError
 
 RETRY_AFTER_S = 1
@@ -62,8 +62,10 @@ def describe(exc: BaseException) -> str:
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (as raised by the driver, or wrapped by SQLAlchemy) says the database
     cannot serve now."""
-    if isinstance(exc, sa_exc.TimeoutError | WriterBusy):
-        return True  # every pooled connection stayed busy, or SQLite's writer lock did
+    if isinstance(exc, sa_exc.TimeoutError | WriterBusy | CannotOpen):
+        # Every pooled connection stayed busy, or SQLite's writer lock did, or the directory
+        # of its file cannot be made.
+        return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     exc = driver_error(exc)  # a DBAPIError with none under it is no outage: it fails below

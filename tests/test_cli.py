@@ -92,3 +92,15 @@ def test_a_database_that_cannot_be_reached_is_said_plainly_with_status_3(tmp_pat
         assert "cannot be reached" in r.stderr
         assert "Traceback" not in r.stderr
         assert "s3cret-pw" not in r.stdout + r.stderr
+
+
+def test_a_sqlite_file_whose_directory_cannot_be_made_is_said_plainly_with_status_3(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    url = f"sqlite:///{blocker}/var/mfa.db"
+    env = {"MFA_DATABASE_URL": url, "MFA_DATA_DIR": str(tmp_path)}
+    for args in (("db", "upgrade"), ("serve", "--port", "1")):
+        r = mfa(env, *args)
+        assert r.returncode == 3, (args, r.stderr)
+        assert f"the database at {url} cannot be reached: its directory cannot be made" in r.stderr
+        assert "Traceback" not in r.stderr
