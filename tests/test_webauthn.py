@@ -4,6 +4,7 @@ refusal (each a 401 ``verification_failed``, or a 400 for a body of the wrong sh
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -16,7 +17,12 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from mfa.app import create_app
+from mfa.context import RequestMeta
+from mfa.errors import VerificationFailed
+from mfa.factors.webauthn import RelyingParty
 from mfa.models import AuditEvent, Factor, WebauthnCredential, WebauthnUser
+from mfa.services import login as login_service
+from mfa.services import webauthn
 
 from .helpers import Account, bearer, login, signup
 from .softauthn import (
@@ -471,6 +477,47 @@ def test_a_newer_challenge_replaces_the_older(client, alice, key):
     older = request_options(client, mfa_token, factor["id"])
     request_options(client, mfa_token, factor["id"])
     refused(verify(client, mfa_token, key.get_assertion(older, ORIGIN)))
+
+
+def test_an_assertion_is_checked_once_and_on_sqlite_outside_the_writer_lock(
+    client, alice, key, monkeypatch
+):
+    account, factor = alice
+    db = client.app.state.ctx.db
+    held: list[bool] = []
+    real = RelyingParty.verify_assertion
+
+    def watched(self: RelyingParty, *args: Any, **kwargs: Any) -> Any:
+        # SQLite's writer lock, as this process holds it (``mfa.db._WriterLock``).
+        held.append(db.is_sqlite and db._writer._threads.locked())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RelyingParty, "verify_assertion", watched)
+    r = log_in(client, account, key, factor)
+    assert r.status_code == 200, r.text
+    assert held == [False]
+
+
+def test_an_assertion_checked_early_is_not_taken_for_a_ceremony_that_changed_since(
+    client, alice, key
+):
+    """``webauthn.precheck`` runs before the verify's transaction; a newer challenge asked in
+    between must make the transaction check the assertion itself, and refuse it."""
+    ctx = client.app.state.ctx
+    if not ctx.db.is_sqlite:
+        pytest.skip("assertions are checked early on SQLite only")
+    account, factor = alice
+    mfa_token = login(client, account)["mfa_token"]
+    assertion = key.get_assertion(request_options(client, mfa_token, factor["id"]), ORIGIN)
+
+    async def answer_after_a_newer_challenge() -> None:
+        await webauthn.precheck(ctx, mfa_token, assertion)  # right for the first challenge
+        request_options(client, mfa_token, factor["id"])
+        login_service.verify(ctx, mfa_token, None, assertion, RequestMeta())
+
+    with pytest.raises(VerificationFailed):
+        asyncio.run(answer_after_a_newer_challenge())
+    assert last_reason(client) == "invalid_assertion"
 
 
 def test_a_challenge_is_spent_by_a_failed_answer_too(client, alice, key):

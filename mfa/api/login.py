@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import schemas
 from ..errors import InvalidRequest, MfaError
-from ..services import account, login, tokens, users
+from ..services import account, login, tokens, users, webauthn
 from . import openapi, session
 from .common import bearer_token, body, context, json, meta, no_content, principal, shaped
 
@@ -55,6 +55,7 @@ async def verify(request: Request) -> Response:
         raise InvalidRequest("Send factor_id and code, or a security key's credential.")
     if data.cookie:
         session.check_origin(request)
+    await webauthn.precheck(ctx, data.mfa_token, answer)
     verified = await ctx.run_write_together(
         login.verify, ctx, data.mfa_token, data.factor_id, answer, meta(request)
     )
