@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mfa import schema
-from mfa.checkpoints import Checkpointer
+from mfa.checkpoints import CATCH_UP_PASSES, Checkpointer
 from mfa.db import Database
 
 from .helpers import write_rows
@@ -102,6 +102,47 @@ def test_a_long_log_is_finished_under_the_write_lock_even_when_a_pass_copied_it_
     with sqlite3.connect(path) as conn:
         _busy, log_pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert log_pages < 10
+
+
+class _Passes(Checkpointer):
+    """A checkpointer that notes, at each pass, whether the writers were held."""
+
+    def __init__(self, path: Path, writer: _Recording) -> None:
+        super().__init__(path, writer, limit_pages=10)
+        self.held: list[bool] = []
+        self._taken = writer.taken
+
+    def _checkpoint(self) -> tuple[int, int]:
+        self.held.append(self._taken.is_set())
+        return super()._checkpoint()
+
+
+def test_past_the_limit_passes_catch_up_beside_the_writers_before_one_holds_them(
+    tmp_path: Path, db: Database
+) -> None:
+    db.checkpoint_in_background()
+    write_rows(db, 100)
+    checkpointer = _Passes(tmp_path / "mfa.db", _Recording(db._writer, threading.Event()))
+    try:
+        done = checkpointer.once()
+    finally:
+        checkpointer.stop()
+    assert checkpointer.held == [False] * (1 + CATCH_UP_PASSES) + [True]
+    assert done.held_writers
+
+
+def test_a_short_log_takes_one_pass_and_never_holds_the_writers(
+    tmp_path: Path, db: Database
+) -> None:
+    db.checkpoint_in_background()
+    write_rows(db, 1)
+    checkpointer = _Passes(tmp_path / "mfa.db", _Recording(db._writer, threading.Event()))
+    try:
+        done = checkpointer.once()
+    finally:
+        checkpointer.stop()
+    assert checkpointer.held == [False]
+    assert not done.held_writers
 
 
 def test_the_server_stops_its_checkpoint_thread_when_it_shuts_down(db: Database) -> None:
