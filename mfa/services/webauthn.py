@@ -375,11 +375,11 @@ async def precheck(ctx: Context, mfa_token: str, answer: object) -> None:
     now = ctx.now()
     params = {"hash": digest(mfa_token), "credential": credential_id, "now": now}
     rows = await ctx.db.fetch(_PRECHECK, params)
-    if len(rows) != 1 or rows[0].challenge is None:
+    if len(rows) != 1:
         return
     row = rows[0]
     try:
-        ceremony = Ceremony.loads(row.challenge, now)
+        ceremony = Ceremony.loads(row.challenge, now)  # refuses no ceremony (None) too
     except Rejected:
         return  # ``check`` says why, and records it
     stored = _stored(row)
