@@ -161,7 +161,9 @@ def markdown(rows: list[Row], env: Environment, schema: str, extra_notes: list[s
             "# Benchmarks",
             "",
             "Written by `scripts/bench` (the driver is `bench/`); run it again to refresh this "
-            "page. Figures from one machine are comparable with each other, not across machines.",
+            "page. Figures from one machine are comparable with each other, not across machines. "
+            "Where one scenario's CPU goes per request (the service, PostgreSQL, wrk, the rest) "
+            "and how long the service itself took: `.venv/bin/python -m bench.probe --help`.",
             "",
             f"- Date: {env.date}; code at {env.commit}",
             f"- Machine: {env.cores} cores ({env.cpu}), {env.memory} RAM, Linux {env.kernel}, "
