@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,49 +29,80 @@ class Sample:
     ours: float  # ticks spent by the bench's own processes
 
 
-def _system() -> tuple[int, int] | None:
+def cores() -> list[int] | None:
+    """The ticks of all cores by kind, as ``/proc/stat``'s first line gives them: user, nice,
+    system, idle, iowait, irq, softirq, steal (as many as the kernel gives)."""
     try:
-        fields = [int(v) for v in (_PROC / "stat").read_text().splitlines()[0].split()[1:]]
+        return [int(v) for v in (_PROC / "stat").read_text().splitlines()[0].split()[1:9]]
     except (OSError, IndexError, ValueError):
+        return None
+
+
+def _system() -> tuple[int, int] | None:
+    fields = cores()
+    if fields is None or len(fields) < 3:
         return None
     user, nice, system = fields[0], fields[1], fields[2]
     steal = fields[7] if len(fields) > 7 else 0
-    return user + nice + system + steal, sum(fields[:8])
+    return user + nice + system + steal, sum(fields)
 
 
-def _stat(pid: int) -> tuple[str, int, float] | None:
-    """(command, parent pid, own and reaped children's CPU ticks) of a live process."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
-    command = text[text.index("(") + 1 : text.rindex(")")]
-    rest = text[text.rindex(")") + 2 :].split()
-    return command, int(rest[1]), float(sum(int(v) for v in rest[11:15]))
+@dataclass(frozen=True)
+class Process:
+    """A live process as ``/proc/<pid>/stat`` gives it; CPU times in ticks."""
+
+    pid: int
+    command: str
+    parent: int
+    user: int
+    system: int
+    reaped: int  # its reaped children's user and system time
+
+
+def processes() -> Iterator[Process]:
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+        rest = text[text.rindex(")") + 2 :].split()
+        yield Process(
+            pid=int(entry.name),
+            command=text[text.index("(") + 1 : text.rindex(")")],
+            parent=int(rest[1]),
+            user=int(rest[11]),
+            system=int(rest[12]),
+            reaped=int(rest[13]) + int(rest[14]),
+        )
+
+
+def descendants(found: Iterable[Process], root: int) -> list[Process]:
+    """The processes among ``found`` that descend from ``root`` (not ``root`` itself)."""
+    listed = list(found)
+    parents = {p.pid: p.parent for p in listed}
+    mine = []
+    for process in listed:
+        ancestor, hops = parents.get(process.pid), 0
+        while ancestor is not None and ancestor not in (root, 0, 1) and hops < 64:
+            ancestor, hops = parents.get(ancestor), hops + 1
+        if ancestor == root:
+            mine.append(process)
+    return mine
 
 
 def _ours() -> float:
     """Ticks of this process, its reaped children, every live descendant, and the processes
     of ``SERVICE_COMMANDS``."""
-    me = os.getpid()
-    parents: dict[int, int] = {}
-    ticks: dict[int, float] = {}
-    total = 0.0
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit() and int(entry.name) != me:
-            found = _stat(int(entry.name))
-            if found is None:
-                continue
-            command, parents[int(entry.name)], ticks[int(entry.name)] = found
-            if command in SERVICE_COMMANDS:
-                total += ticks.pop(int(entry.name))
-    for pid, cpu in ticks.items():
-        ancestor, hops = parents.get(pid), 0
-        while ancestor is not None and ancestor not in (me, 0, 1) and hops < 64:
-            ancestor, hops = parents.get(ancestor), hops + 1
-        if ancestor == me:
-            total += cpu
+    found = list(processes())
+    total = float(sum(p.user + p.system + p.reaped for p in found if p.command in SERVICE_COMMANDS))
+    total += sum(
+        p.user + p.system + p.reaped
+        for p in descendants(found, os.getpid())
+        if p.command not in SERVICE_COMMANDS
+    )
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += (usage.ru_utime + usage.ru_stime) * _TICKS

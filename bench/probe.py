@@ -31,11 +31,11 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import databases, prepare, settings, wrk
+from . import databases, machine, prepare, settings, wrk
 from .run import VERIFY, service_env, write_lines
 from .server import free_port, serving
 from .wrk import Feed, Load, Result
@@ -51,10 +51,10 @@ PEAK_USERS_PER_S = 3_000
 class Cpu:
     """Seconds of CPU (user, system) and context switches (voluntary, involuntary)."""
 
-    user: float = 0.0
-    system: float = 0.0
-    voluntary: int = 0
-    involuntary: int = 0
+    user: float
+    system: float
+    voluntary: int
+    involuntary: int
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,6 @@ class Snapshot:
     wrk: float  # reaped children of this process: wrk, once ``finish`` has waited for it
     busy: float  # seconds of CPU over all cores, idle and I/O wait left out
     total: float
-
-
-def _processes() -> Iterator[tuple[int, str, int, list[str]]]:
-    """(pid, command, parent pid, the fields after the command) of each live process."""
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = text[text.rindex(")") + 2 :].split()
-        yield int(entry.name), text[text.index("(") + 1 : text.rindex(")")], int(rest[1]), rest
 
 
 def _switches(pid: int) -> tuple[int, int]:
@@ -94,32 +81,27 @@ def _switches(pid: int) -> tuple[int, int]:
     return voluntary, involuntary
 
 
-def snapshot(server_pid: int) -> Snapshot:
-    parents: dict[int, int] = {}
-    fields: dict[int, list[str]] = {}
-    postgres = 0.0
-    for pid, command, parent, rest in _processes():
-        parents[pid], fields[pid] = parent, rest
-        if command == "postgres":
-            postgres += (int(rest[11]) + int(rest[12])) / _TICKS
-    user = system = 0.0
+def snapshot() -> Snapshot:
+    """The CPU so far of the service (every live process this one started: wrk is not
+    running between runs), of PostgreSQL, of reaped children (wrk), and of all cores."""
+    found = list(machine.processes())
+    service = machine.descendants(found, os.getpid())
     voluntary = involuntary = 0
-    for pid, rest in fields.items():
-        ancestor, hops = pid, 0
-        while ancestor not in (server_pid, 0, 1) and hops < 64:
-            ancestor, hops = parents.get(ancestor, 0), hops + 1
-        if ancestor == server_pid:
-            user += int(rest[11]) / _TICKS
-            system += int(rest[12]) / _TICKS
-            v, i = _switches(pid)
-            voluntary, involuntary = voluntary + v, involuntary + i
+    for process in service:
+        v, i = _switches(process.pid)
+        voluntary, involuntary = voluntary + v, involuntary + i
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cores = [int(v) for v in (_PROC / "stat").read_text().splitlines()[0].split()[1:9]]
-    idle = cores[3] + cores[4]
+    cores = machine.cores() or []
+    idle = sum(cores[3:5])
     return Snapshot(
         at=time.monotonic(),
-        service=Cpu(user, system, voluntary, involuntary),
-        postgres=postgres,
+        service=Cpu(
+            sum(p.user for p in service) / _TICKS,
+            sum(p.system for p in service) / _TICKS,
+            voluntary,
+            involuntary,
+        ),
+        postgres=sum(p.user + p.system for p in found if p.command == "postgres") / _TICKS,
         wrk=children.ru_utime + children.ru_stime,
         busy=(sum(cores) - idle) / _TICKS,
         total=sum(cores) / _TICKS,
@@ -222,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         data, _ = prepare.prepare(env, verify_users, key_users)
         log = files / "server.log"
         with serving(env, port, log) as base:
-            server_pid = _server_pid(port)
             wrk.run(Load("warmup", "GET", "/healthz", duration_s=settings.WARMUP_S), base, files)
             pool = list(data.verify)
             rate = args.rate
@@ -239,10 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     lines = write_lines(files / f"bodies-{run}.txt", bodies)
                 load = _load(args.scenario, lines, data, files, 0.0 if peak else rate, args)
-                before = snapshot(server_pid)
+                before = snapshot()
                 offset = log.stat().st_size
                 result = wrk.run(load, base, files)
-                after = snapshot(server_pid)
+                after = snapshot()
                 times = server_times(log, offset, load.path)
                 name = f"{args.database} {args.scenario}" + (" peak" if peak else "")
                 print(report(name, result, before, after, times), flush=True)
@@ -271,20 +252,6 @@ def _load(
         )
         return make("login", "POST", "/api/login", Feed.CYCLE, bodies)
     return make(scenario, "POST", VERIFY, Feed.ONCE, lines)
-
-
-def _server_pid(port: int) -> int:
-    """The ``mfa serve`` process listening on ``port`` (the parent of its workers)."""
-    wanted = f"--port\0{port}\0".encode()
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"serve\0" in command and wanted in command + b"\0":
-                return int(entry.name)
-    raise RuntimeError(f"no mfa serve process for port {port}")
 
 
 if __name__ == "__main__":
