@@ -3,6 +3,8 @@
 Every instance of a deployment reads the same rows, so all sign with the same current key and
 publish the same JWKS. A rotation on one instance reaches the others when their cache expires
 (``MFA_KEY_CACHE_SECONDS``), or at once when they meet a token with a ``kid`` they do not know.
+Keys are made one at a time (``_lock_keys``): instances starting together on an empty database
+make one first key between them, not one each, which the others would not yet know.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, text, update
 from sqlmodel import Session, col
 
 from .. import jwt
 from ..config import Settings
-from ..db import Database
+from ..db import Database, dialect_name
 from ..models import SigningKey
 from ..secretbox import SecretBox
 from . import audit
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
 # Tokens may be checked a little after they expire elsewhere (clock skew); keep retired keys
 # published for that long beyond the access-token lifetime.
 _SKEW_SECONDS = 60
-# A token with an unknown kid forces a reload, but not more often than this.
+# A token with an unknown kid forces a reload, but not more often than this: made-up kids cost
+# at most one read a second.
 _MISS_RELOAD_SECONDS = 1.0
 
 
@@ -53,6 +56,7 @@ class KeyStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._snapshot: _Snapshot | None = None
+        self._missed_at = -_MISS_RELOAD_SECONDS  # when an unknown kid last made us reload
 
     def signer(self) -> ECKey:
         return self._current().signer
@@ -76,13 +80,19 @@ class KeyStore:
         return snap.published if snap is not None and _publishes(snap, kid) else None
 
     def knows(self, kid: str) -> bool:
-        """Whether ``kid`` is published, reloading once if it is not (a fresh rotation)."""
-        snap = self._current()
-        if _publishes(snap, kid):
+        """Whether ``kid`` is published, reloading if it is not (a fresh rotation elsewhere).
+        The limit counts from the last such reload, not from the last load: a rotation made
+        just after this instance loaded its keys is seen by the first token that needs it."""
+        if _publishes(self._current(), kid):
             return True
-        if time.monotonic() - snap.loaded_at < _MISS_RELOAD_SECONDS:
-            return False
-        return _publishes(self._reload(), kid)
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and _publishes(snap, kid):
+                return True  # another thread's reload, which this one waited for, found it
+            if time.monotonic() - self._missed_at < _MISS_RELOAD_SECONDS:
+                return False
+            self._missed_at = time.monotonic()
+            return _publishes(self._load(), kid)
 
     def invalidate(self) -> None:
         with self._lock:
@@ -100,27 +110,31 @@ class KeyStore:
 
     def _reload(self) -> _Snapshot:
         with self._lock:
-            now = int(self._clock())
+            return self._load()
+
+    def _load(self) -> _Snapshot:
+        """Read the keys (making the first one if there is none); hold ``_lock``."""
+        now = int(self._clock())
+        with self._db.read() as session:
+            rows = published_keys(session, now, self._settings.access_token_ttl)
+        if not rows:
+            with self._db.write() as session:
+                make_first(session, self._box, now)
             with self._db.read() as session:
                 rows = published_keys(session, now, self._settings.access_token_ttl)
-            if not rows:
-                with self._db.write() as session:
-                    rotate(session, self._box, now)
-                with self._db.read() as session:
-                    rows = published_keys(session, now, self._settings.access_token_ttl)
-            current = next(r for r in rows if r.retired_at is None)
-            signer = jwt.load_private(
-                self._box.open(current.private_key, context=_context(current.kid)), current.kid
-            )
-            public = [json.loads(r.public_jwk) for r in rows]
-            snap = _Snapshot(
-                signer=signer,
-                published=jwt.keyset(public),
-                jwks={"keys": public},
-                loaded_at=time.monotonic(),
-            )
-            self._snapshot = snap
-            return snap
+        current = next(r for r in rows if r.retired_at is None)
+        signer = jwt.load_private(
+            self._box.open(current.private_key, context=_context(current.kid)), current.kid
+        )
+        public = [json.loads(r.public_jwk) for r in rows]
+        snap = _Snapshot(
+            signer=signer,
+            published=jwt.keyset(public),
+            jwks={"keys": public},
+            loaded_at=time.monotonic(),
+        )
+        self._snapshot = snap
+        return snap
 
 
 def _publishes(snap: _Snapshot, kid: str) -> bool:
@@ -135,13 +149,35 @@ def published_keys(session: Session, now: int, access_ttl: int) -> list[SigningK
         .where(or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > cutoff))
         .order_by(col(SigningKey.created_at).desc(), col(SigningKey.kid))
     ).all()
-    # Two instances starting at once may each create a first key; the newest one signs.
+    # Keys are made one at a time, so one is current; should a database hold two (made before
+    # that was so), the newest signs everywhere.
     current = [r for r in rows if r.retired_at is None][:1]
     return current + [r for r in rows if r not in current]
 
 
+def make_first(session: Session, box: SecretBox, now: int) -> None:
+    """Make a first key unless another instance has just made one."""
+    _lock_keys(session)
+    if not session.scalar(select(exists().where(col(SigningKey.retired_at).is_(None)))):
+        _replace_current(session, box, now)
+
+
+def _lock_keys(session: Session) -> None:
+    """Keys are made one transaction at a time, until it commits; reads go on meanwhile.
+    SQLite's writers already take turns (``BEGIN IMMEDIATE``). PostgreSQL's share row
+    exclusive mode conflicts with itself and with writes, not with reads."""
+    if dialect_name(session) == "postgresql":
+        session.execute(text("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE"))
+
+
 def rotate(session: Session, box: SecretBox, now: int) -> str:
-    """Retire the current key(s) and make a new one current; return its kid."""
+    """Retire the current key(s) and make a new one current; return its kid. Two rotations at
+    once take turns: the second retires the first's new key."""
+    _lock_keys(session)
+    return _replace_current(session, box, now)
+
+
+def _replace_current(session: Session, box: SecretBox, now: int) -> str:
     key = jwt.generate_key()
     kid = str(key.kid)
     session.execute(
