@@ -1,13 +1,14 @@
 """The database tables.
 
-Times are Unix seconds (integers). Ids are random UUIDs made here, before the insert, so that a
-secret can be sealed to its row (``mfa.secretbox``) in the same statement that stores it.
+Times are Unix seconds (integers). Ids are UUIDs made here, before the insert, so that a secret
+can be sealed to its row (``mfa.secretbox``) in the same statement that stores it.
 Secrets live only in ``LargeBinary`` columns holding sealed values; tokens only as hashes.
 """
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -26,7 +27,28 @@ from sqlmodel import Field, SQLModel
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7 (RFC 9562 section 5.7): the time in milliseconds, then 74 random bits.
+
+    Rows made one after another get ids that sort together, so an index on them grows at its
+    end, a page that the inserts beside it touch too, instead of at a random page each. A
+    verify adds a refresh token with a new id and a new family id: with random ids those were
+    two of its ~9 index pages scattered over the file, each written to the log at its commit
+    and again to the file at the next checkpoint."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (ms & _MS_MASK) << 80
+        | 0x7 << 76  # version
+        | (rand >> 62 & 0xFFF) << 64  # rand_a
+        | 0b10 << 62  # variant
+        | rand & _RAND_B_MASK  # rand_b
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 
 
 def table_of(model: type[SQLModel]) -> Table:
