@@ -33,7 +33,10 @@ def new_id() -> str:
     end, a page that the inserts beside it touch too, instead of at a random page each. A
     verify adds a refresh token with a new id and a new family id: with random ids those were
     two of its ~9 index pages scattered over the file, each written to the log at its commit
-    and again to the file at the next checkpoint."""
+    and again to the file at the next checkpoint.
+
+    An id tells when its row was made, as the row's own times do. No id is a secret: every
+    request that names one is checked against who may see it."""
     ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (
