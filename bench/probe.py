@@ -220,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     lines = write_lines(files / f"bodies-{run}.txt", bodies)
                 load = _load(args.scenario, lines, data, files, 0.0 if peak else rate, args)
+                machine.settle()
                 before = snapshot()
                 offset = log.stat().st_size
                 result = wrk.run(load, base, files)

@@ -207,7 +207,9 @@ def markdown(rows: list[Row], env: Environment, schema: str, extra_notes: list[s
             "- Other load: the bench reads /proc to tell its own processes' CPU time (driver, "
             "server, wrk, and PostgreSQL's while it is measured) from everything else's, waits "
             "up to a minute for quiet before each database, and flags every run during which "
-            "others took more than 10% of the cores.",
+            "others took more than 10% of the cores. Before each run it waits until the server "
+            "has finished the requests the last one left open (wrk stops with one in flight on "
+            "each connection).",
             "- /healthz under login saturation: password logins at full load and, at the same "
             f"time, a light /healthz probe ({settings.PROBE_RATE} requests/s over "
             f"{settings.PROBE_CONNECTIONS} connections).",
