@@ -101,33 +101,27 @@ def settle(patience_s: float = 15.0) -> None:
     against 0.8 s), and an argon2id measurement right after logins ran beside them."""
     window_s = 0.25
     deadline = time.monotonic() + patience_s
-    last = _busy_descendants()
+    last = _theirs()
     while time.monotonic() < deadline:
         time.sleep(window_s)
-        now = _busy_descendants()
+        now = _theirs()
         if now - last < 0.1 * window_s * _TICKS:  # under a tenth of one core
             return
         last = now
 
 
-def _busy_descendants() -> int:
-    """Ticks so far of this process's live descendants (the server, once wrk has exited) and
-    of the processes of ``SERVICE_COMMANDS``."""
+def _theirs() -> int:
+    """Ticks of every live descendant of this process (the server, and wrk while it runs)
+    and of the processes of ``SERVICE_COMMANDS``, with what each has reaped."""
     found = list(processes())
-    service = sum(p.user + p.system for p in found if p.command in SERVICE_COMMANDS)
-    return service + sum(p.user + p.system for p in descendants(found, os.getpid()))
+    service = [p for p in found if p.command in SERVICE_COMMANDS]
+    mine = [p for p in descendants(found, os.getpid()) if p.command not in SERVICE_COMMANDS]
+    return sum(p.user + p.system + p.reaped for p in service + mine)
 
 
 def _ours() -> float:
-    """Ticks of this process, its reaped children, every live descendant, and the processes
-    of ``SERVICE_COMMANDS``."""
-    found = list(processes())
-    total = float(sum(p.user + p.system + p.reaped for p in found if p.command in SERVICE_COMMANDS))
-    total += sum(
-        p.user + p.system + p.reaped
-        for p in descendants(found, os.getpid())
-        if p.command not in SERVICE_COMMANDS
-    )
+    """``_theirs``, and the ticks of this process and of its reaped children (wrk)."""
+    total = float(_theirs())
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += (usage.ru_utime + usage.ru_stime) * _TICKS
