@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -53,6 +54,18 @@ def _at_once(calls: list[Callable[[], T]]) -> list[T]:
         return list(pool.map(run, calls))
 
 
+def _counting_reads(store: KeyStore) -> list[str]:
+    """The statements about signing keys that ``store`` runs from now on."""
+    reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "signing_keys" in statement:
+            reads.append(statement)
+
+    event.listen(store._db.engine, "before_cursor_execute", count)
+    return reads
+
+
 def _stored(db: Database) -> list[SigningKey]:
     with db.read() as s:
         return list(s.scalars(select(SigningKey).order_by(col(SigningKey.created_at))).all())
@@ -91,17 +104,18 @@ def test_a_rotation_just_after_a_load_is_seen_by_the_first_token_with_its_kid(db
 def test_made_up_kids_read_the_keys_once_and_then_not_again_within_a_second(db, instances):
     store = instances[0]
     store.jwks()
-    reads: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "signing_keys" in statement:
-            reads.append(statement)
-
-    event.listen(store._db.engine, "before_cursor_execute", count)
-    try:
-        answers = _at_once([lambda: store.knows(secrets.token_urlsafe(12))] * INSTANCES)
-        answers += [store.knows(secrets.token_urlsafe(12)) for _ in range(50)]
-    finally:
-        event.remove(store._db.engine, "before_cursor_execute", count)
+    reads = _counting_reads(store)
+    answers = _at_once([lambda: store.knows(secrets.token_urlsafe(12))] * INSTANCES)
+    answers += [store.knows(secrets.token_urlsafe(12)) for _ in range(50)]
     assert not any(answers)
+    assert len(reads) == 1
+
+
+def test_an_unknown_kid_on_an_expired_cache_reads_the_keys_once(db, settings, box):
+    # The cache expires at once: looking up the kid reloads, and that reload is the one the
+    # unknown kid would have made.
+    store = KeyStore(db, box, settings=replace(settings, key_cache_seconds=0), clock=time.time)
+    store.jwks()
+    reads = _counting_reads(store)
+    assert not store.knows(secrets.token_urlsafe(12))
     assert len(reads) == 1

@@ -83,12 +83,15 @@ class KeyStore:
         """Whether ``kid`` is published, reloading if it is not (a fresh rotation elsewhere).
         The limit counts from the last such reload, not from the last load: a rotation made
         just after this instance loaded its keys is seen by the first token that needs it."""
+        asked = time.monotonic()
         if _publishes(self._current(), kid):
             return True
         with self._lock:
             snap = self._snapshot
-            if snap is not None and _publishes(snap, kid):
-                return True  # another thread's reload, which this one waited for, found it
+            if snap is not None and snap.loaded_at >= asked:
+                # Loaded since the question (just now, on an expired cache, or by a thread this
+                # one waited for): a reload would read the same rows.
+                return _publishes(snap, kid)
             if time.monotonic() - self._missed_at < _MISS_RELOAD_SECONDS:
                 return False
             self._missed_at = time.monotonic()
