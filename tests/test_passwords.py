@@ -105,7 +105,7 @@ def test_unknown_users_cost_a_real_verification(monkeypatch, client):
 def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_database_work(
     settings,
 ):
-    """A login holds a hashing slot only for its hash: twice as many logins are under way, so
+    """A login hands only its hash to a hashing thread: twice as many logins are under way, so
     one can do its database work while another hashes, and the cores never see more hashes
     than ``hash_concurrency``."""
     ctx = Context.create(replace(settings, hash_concurrency=2))
@@ -122,13 +122,17 @@ def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_datab
         with lock:
             now[what] -= 1
 
+    def verify() -> bool:
+        enter("hashes")
+        try:
+            return passwords.verify_password(STORED, "a fine password")
+        finally:
+            leave("hashes")
+
     def attempt() -> None:
         enter("threads")
         time.sleep(0.02)  # the claim
-        with ctx.hashing():
-            enter("hashes")
-            passwords.verify_password(STORED, "a fine password")
-            leave("hashes")
+        ctx.hash(verify)
         time.sleep(0.02)  # the writes after
         leave("threads")
 
@@ -140,8 +144,61 @@ def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_datab
     try:
         anyio.run(many)
     finally:
+        ctx.close()
         ctx.db.dispose()
     assert most == {"threads": 4, "hashes": 2}
+
+
+def test_one_thread_hashes_one_password_after_another_whichever_login_asks(settings):
+    """With one hash at a time, every hash runs on the same thread, so argon2id finds the
+    memory of the one before still cached (``Context.hash``), though the logins run on two."""
+    ctx = Context.create(replace(settings, hash_concurrency=1))
+    asked_from: set[int] = set()
+    hashed_on: set[int] = set()
+
+    def verify() -> bool:
+        hashed_on.add(threading.get_ident())
+        return passwords.verify_password(STORED, "a fine password")
+
+    def attempt() -> bool:
+        asked_from.add(threading.get_ident())
+        time.sleep(0.01)  # the claim: the other login's thread takes the next one meanwhile
+        return ctx.hash(verify)
+
+    async def many() -> list[bool]:
+        results: list[bool] = []
+
+        async def one() -> None:
+            results.append(await ctx.run_hashing(attempt))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(one)
+        return results
+
+    try:
+        results = anyio.run(many)
+    finally:
+        ctx.close()
+        ctx.db.dispose()
+    assert results == [False] * 8  # verified, and no rehash needed
+    assert len(asked_from) == 2
+    assert len(hashed_on) == 1
+    assert not asked_from & hashed_on
+
+
+def test_a_wrong_password_raises_from_the_hashing_thread_in_the_login_thread(settings):
+    ctx = Context.create(settings)
+
+    def attempt() -> None:
+        ctx.hash(passwords.verify_password, STORED, "not the password")
+
+    try:
+        with pytest.raises(passwords.WrongPassword):
+            anyio.run(ctx.run_hashing, attempt)
+    finally:
+        ctx.close()
+        ctx.db.dispose()
 
 
 STORED = passwords.hash_password("a fine password")

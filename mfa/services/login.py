@@ -82,18 +82,14 @@ def _password_login(
     with ctx.db.driver_connection() as conn:
         candidate = _claim_password_attempt(ctx, conn, username, meta)
         try:
-            with ctx.hashing():
-                if candidate.password_hash is None:
-                    passwords.dummy_verify(password)
-                    raise passwords.WrongPassword
-                rehash = passwords.verify_password(candidate.password_hash, password)
+            if candidate.password_hash is None:
+                ctx.hash(passwords.dummy_verify, password)
+                raise passwords.WrongPassword
+            rehash = ctx.hash(passwords.verify_password, candidate.password_hash, password)
         except passwords.WrongPassword:
             _password_failed(ctx, conn, candidate, meta)
             raise InvalidCredentials from None
-        new_hash = None
-        if rehash:
-            with ctx.hashing():
-                new_hash = passwords.hash_password(password)
+        new_hash = ctx.hash(passwords.hash_password, password) if rehash else None
         return _open_login(ctx, conn, candidate, new_hash, meta)
 
 

@@ -49,13 +49,8 @@ async def create(
     passwords.check_policy(password)
     if await ctx.run(find, ctx, username) is not None:
         raise UsernameTaken
-    password_hash = await ctx.run_hashing(_hash, ctx, password)
+    password_hash = await ctx.run_hashing(ctx.hash, passwords.hash_password, password)
     return await ctx.run(_insert, ctx, username, password_hash, admin, meta, event)
-
-
-def _hash(ctx: Context, password: str) -> str:
-    with ctx.hashing():
-        return passwords.hash_password(password)
 
 
 def _insert(
