@@ -111,8 +111,8 @@ class Context:
         return signer if signer is not None else await self.run(self.keys.signer)
 
     async def run_hashing(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run work around a password hash (a login: its claim, the hash, its writes) in a
-        thread; the hash itself goes to a hashing thread with ``hash``.
+        """Run work around a password hash (a login on PostgreSQL: its claim, the hash, its
+        writes) in a thread; the hash itself goes to a hashing thread with ``hash``.
 
         There are twice as many such threads as hashing threads: while one waits for the
         database before or after its hash (a commit's flush on PostgreSQL), another's hash can
@@ -130,6 +130,10 @@ class Context:
                 pool.shutdown(wait=False)
         self._work = self._hash_work = None
         self._hashers = ThreadPoolExecutor(self.settings.hash_concurrency, "mfa-argon2")
+
+    async def run_hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``hash`` awaited from the event loop."""
+        return await _in_thread(self._hashers, fn, *args, **kwargs)
 
     def hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a password hash on one of ``hash_concurrency`` threads kept for hashing, and

@@ -151,7 +151,8 @@ def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_datab
 
 def test_one_thread_hashes_one_password_after_another_whichever_login_asks(settings):
     """With one hash at a time, every hash runs on the same thread, so argon2id finds the
-    memory of the one before still cached (``Context.hash``), though the logins run on two."""
+    memory of the one before still cached (``Context.hash``), though the logins run on two
+    threads (PostgreSQL's) or in the event loop (SQLite's, ``Context.run_hash``)."""
     ctx = Context.create(replace(settings, hash_concurrency=1))
     asked_from: set[int] = set()
     hashed_on: set[int] = set()
@@ -171,9 +172,14 @@ def test_one_thread_hashes_one_password_after_another_whichever_login_asks(setti
         async def one() -> None:
             results.append(await ctx.run_hashing(attempt))
 
+        async def in_the_loop() -> None:
+            asked_from.add(threading.get_ident())
+            results.append(await ctx.run_hash(verify))
+
         async with anyio.create_task_group() as tg:
             for _ in range(8):
                 tg.start_soon(one)
+                tg.start_soon(in_the_loop)
         return results
 
     try:
@@ -181,8 +187,8 @@ def test_one_thread_hashes_one_password_after_another_whichever_login_asks(setti
     finally:
         ctx.close()
         ctx.db.dispose()
-    assert results == [False] * 8  # verified, and no rehash needed
-    assert len(asked_from) == 2
+    assert results == [False] * 16  # verified, and no rehash needed
+    assert len(asked_from) == 3  # two login threads and the event loop
     assert len(hashed_on) == 1
     assert not asked_from & hashed_on
 

@@ -49,7 +49,7 @@ async def create(
     passwords.check_policy(password)
     if await ctx.run(find, ctx, username) is not None:
         raise UsernameTaken
-    password_hash = await ctx.run_hashing(ctx.hash, passwords.hash_password, password)
+    password_hash = await ctx.run_hash(passwords.hash_password, password)
     return await ctx.run(_insert, ctx, username, password_hash, admin, meta, event)
 
 
