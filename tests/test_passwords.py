@@ -85,6 +85,18 @@ def test_a_hash_with_old_parameters_is_replaced_at_the_next_login(client, monkey
     login(client, account)  # and the new hash still verifies
 
 
+def test_only_postgresql_logins_take_a_login_thread_around_their_hash(client):
+    """On SQLite a login's claim and writes run in the event loop and only the hash goes to a
+    thread: each trip between threads woke a core from its hash into cold caches. On
+    PostgreSQL, whose statements wait on the network, the login runs in a thread of its own."""
+    account = signup(client)
+    login(client, account)
+    r = client.post("/api/login", json={"username": account.username, "password": "wrong one!"})
+    assert r.status_code == 401
+    ctx = client.app.state.ctx
+    assert (ctx._hash_work is None) == ctx.db.is_sqlite
+
+
 def test_unknown_users_cost_a_real_verification(monkeypatch, client):
     calls = []
 
