@@ -50,7 +50,7 @@ class Context:
     _hashers: ThreadPoolExecutor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._hashers = ThreadPoolExecutor(self.settings.hash_concurrency, "mfa-argon2")
+        self._hashers = self._new_hashers()
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Context:
@@ -119,7 +119,8 @@ class Context:
         run.
         """
         if self._hash_work is None:
-            self._hash_work = ThreadPoolExecutor(2 * self.settings.hash_concurrency, "mfa-hash")
+            # Named for what they run: the hashes themselves run on "mfa-argon2".
+            self._hash_work = ThreadPoolExecutor(2 * self.settings.hash_concurrency, "mfa-login")
         return await _in_thread(self._hash_work, fn, *args, **kwargs)
 
     def close(self) -> None:
@@ -129,7 +130,10 @@ class Context:
             if pool is not None:
                 pool.shutdown(wait=False)
         self._work = self._hash_work = None
-        self._hashers = ThreadPoolExecutor(self.settings.hash_concurrency, "mfa-argon2")
+        self._hashers = self._new_hashers()  # unstarted: its threads start at the first hash
+
+    def _new_hashers(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.settings.hash_concurrency, "mfa-argon2")
 
     async def run_hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``hash`` awaited from the event loop."""

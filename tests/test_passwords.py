@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import anyio
@@ -114,13 +115,29 @@ def test_unknown_users_cost_a_real_verification(monkeypatch, client):
     assert argon2.extract_parameters(calls[0]).memory_cost == 19 * 1024
 
 
+@pytest.fixture
+def own_context(settings) -> Iterator[Callable[..., Context]]:
+    """Service contexts of the test's own, with ``settings`` changed as asked; their threads
+    are let go and their databases closed after the test."""
+    made: list[Context] = []
+
+    def make(**changes: object) -> Context:
+        made.append(Context.create(replace(settings, **changes)))
+        return made[-1]
+
+    yield make
+    for ctx in made:
+        ctx.close()
+        ctx.db.dispose()
+
+
 def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_database_work(
-    settings,
+    own_context,
 ):
     """A login hands only its hash to a hashing thread: twice as many logins are under way, so
     one can do its database work while another hashes, and the cores never see more hashes
     than ``hash_concurrency``."""
-    ctx = Context.create(replace(settings, hash_concurrency=2))
+    ctx = own_context(hash_concurrency=2)
     lock = threading.Lock()
     now = {"threads": 0, "hashes": 0}
     most = {"threads": 0, "hashes": 0}
@@ -153,19 +170,15 @@ def test_at_most_hash_concurrency_hashes_run_at_once_while_others_do_their_datab
             for _ in range(12):
                 tg.start_soon(ctx.run_hashing, attempt)
 
-    try:
-        anyio.run(many)
-    finally:
-        ctx.close()
-        ctx.db.dispose()
+    anyio.run(many)
     assert most == {"threads": 4, "hashes": 2}
 
 
-def test_one_thread_hashes_one_password_after_another_whichever_login_asks(settings):
+def test_one_thread_hashes_one_password_after_another_whichever_login_asks(own_context):
     """With one hash at a time, every hash runs on the same thread, so argon2id finds the
     memory of the one before still cached (``Context.hash``), though the logins run on two
     threads (PostgreSQL's) or in the event loop (SQLite's, ``Context.run_hash``)."""
-    ctx = Context.create(replace(settings, hash_concurrency=1))
+    ctx = own_context(hash_concurrency=1)
     asked_from: set[int] = set()
     hashed_on: set[int] = set()
 
@@ -194,29 +207,21 @@ def test_one_thread_hashes_one_password_after_another_whichever_login_asks(setti
                 tg.start_soon(in_the_loop)
         return results
 
-    try:
-        results = anyio.run(many)
-    finally:
-        ctx.close()
-        ctx.db.dispose()
+    results = anyio.run(many)
     assert results == [False] * 16  # verified, and no rehash needed
     assert len(asked_from) == 3  # two login threads and the event loop
     assert len(hashed_on) == 1
     assert not asked_from & hashed_on
 
 
-def test_a_wrong_password_raises_from_the_hashing_thread_in_the_login_thread(settings):
-    ctx = Context.create(settings)
+def test_a_wrong_password_raises_from_the_hashing_thread_in_the_login_thread(own_context):
+    ctx = own_context()
 
     def attempt() -> None:
         ctx.hash(passwords.verify_password, STORED, "not the password")
 
-    try:
-        with pytest.raises(passwords.WrongPassword):
-            anyio.run(ctx.run_hashing, attempt)
-    finally:
-        ctx.close()
-        ctx.db.dispose()
+    with pytest.raises(passwords.WrongPassword):
+        anyio.run(ctx.run_hashing, attempt)
 
 
 STORED = passwords.hash_password("a fine password")
