@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-_PROC = Path("/proc")
-_TICKS = os.sysconf("SC_CLK_TCK")
+# /proc and its clock ticks, also read by `bench.probe`.
+PROC = Path("/proc")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 # Commands whose processes count as the service's too while a phase uses them: the database
 # server (PostgreSQL's backends do the queries of the service under test).
@@ -33,7 +34,7 @@ def cores() -> list[int] | None:
     """The ticks of all cores by kind, as ``/proc/stat``'s first line gives them: user, nice,
     system, idle, iowait, irq, softirq, steal (as many as the kernel gives)."""
     try:
-        return [int(v) for v in (_PROC / "stat").read_text().splitlines()[0].split()[1:9]]
+        return [int(v) for v in (PROC / "stat").read_text().splitlines()[0].split()[1:9]]
     except (OSError, IndexError, ValueError):
         return None
 
@@ -60,7 +61,7 @@ class Process:
 
 
 def processes() -> Iterator[Process]:
-    for entry in _PROC.iterdir():
+    for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -105,7 +106,7 @@ def settle(patience_s: float = 15.0) -> None:
     while time.monotonic() < deadline:
         time.sleep(window_s)
         now = _theirs()
-        if now - last < 0.1 * window_s * _TICKS:  # under a tenth of one core
+        if now - last < 0.1 * window_s * TICKS:  # under a tenth of one core
             return
         last = now
 
@@ -124,7 +125,7 @@ def _ours() -> float:
     total = float(_theirs())
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
-        total += (usage.ru_utime + usage.ru_stime) * _TICKS
+        total += (usage.ru_utime + usage.ru_stime) * TICKS
     return total
 
 

@@ -40,8 +40,6 @@ from .run import VERIFY, service_env, write_lines
 from .server import free_port, serving
 from .wrk import Feed, Load, Result
 
-_PROC = Path("/proc")
-_TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("healthz", "me", "verify", "key", "login")
 # How many prepared logins a run at full speed may use up: above the peak seen on 2 cores.
 PEAK_USERS_PER_S = 3_000
@@ -70,7 +68,7 @@ class Snapshot:
 def _switches(pid: int) -> tuple[int, int]:
     voluntary = involuntary = 0
     try:
-        for task in (_PROC / str(pid) / "task").iterdir():
+        for task in (machine.PROC / str(pid) / "task").iterdir():
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches"):
                     voluntary += int(line.split()[1])
@@ -96,15 +94,15 @@ def snapshot() -> Snapshot:
     return Snapshot(
         at=time.monotonic(),
         service=Cpu(
-            sum(p.user for p in service) / _TICKS,
-            sum(p.system for p in service) / _TICKS,
+            sum(p.user for p in service) / machine.TICKS,
+            sum(p.system for p in service) / machine.TICKS,
             voluntary,
             involuntary,
         ),
-        postgres=sum(p.user + p.system for p in found if p.command == "postgres") / _TICKS,
+        postgres=sum(p.user + p.system for p in found if p.command == "postgres") / machine.TICKS,
         wrk=children.ru_utime + children.ru_stime,
-        busy=(sum(cores) - idle) / _TICKS,
-        total=sum(cores) / _TICKS,
+        busy=(sum(cores) - idle) / machine.TICKS,
+        total=sum(cores) / machine.TICKS,
     )
 
 
