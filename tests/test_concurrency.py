@@ -93,3 +93,18 @@ def test_one_recovery_code_sent_sixteen_times_at_once_verifies_once(env):
     assert statuses.count(200) == 1, statuses
     assert set(statuses) <= {200, 401, 429}, statuses
     assert [f["remaining"] for f in listed if f["type"] == "recovery"] == [9]
+
+
+def test_sixteen_wrong_codes_at_once_across_two_workers_get_five_checks(env):
+    # The throttle's limit holds under real concurrency: five failures are checked (401), the
+    # fifth starts the back-off, and every other attempt is refused unchecked (429), whether
+    # each attempt claims its place first (PostgreSQL) or is counted after its check inside
+    # the one writer's transaction (SQLite).
+    with serve(env, workers=2) as base:
+        factor = enroll_totp(base, "alice")
+        window = {totp_code(factor["secret"], time.time(), steps=s) for s in (-2, -1, 0, 1, 2)}
+        wrong = next(c for c in (f"{n:06d}" for n in range(1_000_000)) if c not in window)
+        tokens = logins(base, "alice", ATTEMPTS)
+        bodies = [{"mfa_token": t, "factor_id": factor["id"], "code": wrong} for t in tokens]
+        statuses = verify_all_at_once([base], bodies)
+    assert sorted(statuses) == [401] * 5 + [429] * (ATTEMPTS - 5), statuses

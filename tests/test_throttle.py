@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import select
 
 from mfa.cli import main as mfa_main
-from mfa.errors import TooManyAttempts
+from mfa.errors import Locked, TooManyAttempts
 from mfa.models import Throttle
 from mfa.services import throttle
 from mfa.services.throttle import MFA, PASSWORD, backoff
 
-from .helpers import enroll_first_totp, login, signup
+from .helpers import enroll_first_totp, hotp_code, login, signup
 from .operators import lock_out
 
 
@@ -45,6 +45,85 @@ def test_the_claim_starts_the_back_off_each_count_earns(db, policy):
             now += wait
         else:
             assert until <= now
+
+
+@pytest.mark.parametrize("policy", [MFA, PASSWORD], ids=["mfa", "password"])
+def test_admitted_failures_start_the_same_back_off_as_claims(db, policy):
+    # ``admit`` then ``failed`` (SQLite: counted after the check) must leave what ``claim``
+    # leaves (counted before it), and refuse the next attempt for as long.
+    now = 1_000_000
+    for n in range(1, policy.free_failures + 9):
+        with db.direct() as writer:
+            throttle.admit(writer, policy, "someone", now).failed(writer)
+        failures, until = _state(db, policy, "someone")
+        assert failures == n
+        wait = backoff(n, policy)
+        if wait:
+            assert until == now + wait
+            with pytest.raises(TooManyAttempts) as refused, db.direct() as writer:
+                throttle.admit(writer, policy, "someone", now + wait - 1)
+            assert refused.value.retry_after == 1
+            now += wait
+        else:
+            assert until <= now
+
+
+def test_an_admitted_success_clears_the_failures_before_it(db):
+    now = 1_000_000
+    for _ in range(3):
+        with db.direct() as writer:
+            throttle.admit(writer, MFA, "someone", now).failed(writer)
+    with db.direct() as writer:
+        throttle.admit(writer, MFA, "someone", now).succeeded(writer)
+    assert _state(db, MFA, "someone") == (0, 0)
+
+
+def test_a_success_with_no_failure_before_it_writes_no_row_on_sqlite_only(db):
+    # The point of ``admit``: on SQLite, whose one writer is this transaction, a success
+    # writes nothing; PostgreSQL claims the attempt first and clears the claim.
+    with db.direct() as writer:
+        throttle.admit(writer, MFA, "someone", 1_000_000).succeeded(writer)
+    assert _state(db, MFA, "someone") == (None if db.is_sqlite else (0, 0))
+
+
+def test_a_locked_subject_is_refused_unchecked(db):
+    with db.write() as session:
+        session.add(Throttle(key=throttle.key(MFA, "someone"), failures=100, locked=True))
+    with pytest.raises(Locked), db.direct() as writer:
+        throttle.admit(writer, MFA, "someone", 1_000_000)
+    assert _state(db, MFA, "someone") == (100, 0)
+
+
+def test_wrong_resync_codes_count_toward_the_second_factor_throttle(client, clock):
+    account = signup(client)
+    enroll_first_totp(client, account, clock)
+    hotp = client.post("/api/factors", json={"type": "hotp"}, headers=account.access).json()
+    confirm = {"code": hotp_code(hotp["secret"], 0)}
+    r = client.post(f"/api/factors/{hotp['id']}/confirm", json=confirm, headers=account.access)
+    assert r.status_code == 200, r.text
+    path = f"/api/factors/{hotp['id']}/resync"
+    wrong = {"code1": hotp_code(hotp["secret"], 40), "code2": hotp_code(hotp["secret"], 42)}
+    right = {"code1": hotp_code(hotp["secret"], 40), "code2": hotp_code(hotp["secret"], 41)}
+    for _ in range(MFA.free_failures):
+        r = client.post(path, json=wrong, headers=account.access)
+        assert r.status_code == 401, r.text
+    r = client.post(path, json=right, headers=account.access)
+    assert r.status_code == 429, r.text  # refused unchecked
+    clock.advance(30)
+    r = client.post(path, json=right, headers=account.access)
+    assert r.status_code == 200, r.text
+    assert _state(client.app.state.ctx.db, MFA, account.id) == (0, 0)
+
+
+def _state(db, policy, subject):
+    """The subject's (failures, blocked_until), or None if it has no row."""
+    with db.read() as session:
+        row = session.execute(
+            select(Throttle.failures, Throttle.blocked_until).where(
+                Throttle.key == throttle.key(policy, subject)
+            )
+        ).first()
+    return None if row is None else tuple(row)
 
 
 def _wrong_password(client, username):

@@ -273,6 +273,7 @@ def confirm(
 
 def record_failure(
     session: Writer,
+    attempt: throttle.Attempt,
     user: Account,
     factor: FactorFields | None,
     reason: str,
@@ -281,7 +282,8 @@ def record_failure(
     *,
     stage: str,
 ) -> None:
-    """Audit a wrong answer (already counted by its throttle claim); lock at the limit."""
+    """Count a wrong answer (unless its claim did) and audit it; lock at the limit."""
+    attempt.failed(session)
     audit.about_factor(
         session, "factor_failed", user, factor, now=now, meta=meta, reason=reason, stage=stage
     )
@@ -428,27 +430,22 @@ def resync(
         if factor.type != "hotp" or factor.status != "active":
             raise InvalidRequest("Only an active HOTP factor can be resynchronized.")
         try:
-            throttle.claim(session, throttle.MFA, user.id, now)
-            accepted = Hotp().resync(factor, open_secret(ctx, factor), code1, code2)
-            assert accepted.counter is not None
-            accept_counter(session, factor, accepted.counter, now, status="active")
+            attempt = throttle.admit(session, throttle.MFA, user.id, now)
         except (TooManyAttempts, Locked) as e:
             record_throttled(session, user, e, now, meta, stage="resync")
             error = e
-        except Rejected as r:
-            record_failure(session, user, factor, r.reason, now, meta, stage="resync")
-            error = VerificationFailed("The two codes are not consecutive codes of this token.")
         else:
-            throttle.succeeded(session, throttle.MFA, user.id)
-            audit.about_factor(
-                session,
-                "factor_resynced",
-                user,
-                factor,
-                now=now,
-                meta=meta,
-            )
-            result = view_of(session, factor)
+            try:
+                accepted = Hotp().resync(factor, open_secret(ctx, factor), code1, code2)
+                assert accepted.counter is not None
+                accept_counter(session, factor, accepted.counter, now, status="active")
+            except Rejected as r:
+                record_failure(session, attempt, user, factor, r.reason, now, meta, stage="resync")
+                error = VerificationFailed("The two codes are not consecutive codes of this token.")
+            else:
+                attempt.succeeded(session)
+                audit.about_factor(session, "factor_resynced", user, factor, now=now, meta=meta)
+                result = view_of(session, factor)
     if error:
         raise error
     return result

@@ -258,7 +258,7 @@ def verify(
         if family is not None and not tokens.family_live(writer, family, now):
             raise InvalidMfaToken  # the login this step-up would raise has ended meanwhile
         try:
-            throttle.claim(writer, throttle.MFA, user.id, now)
+            attempt = throttle.admit(writer, throttle.MFA, user.id, now)
         except (TooManyAttempts, Locked) as e:
             transactions.count_failure(writer, tx)
             record_throttled(writer, user, e, now, meta, stage="second_factor")
@@ -272,7 +272,7 @@ def verify(
                 methods = HANDLERS[factor.type].check(writer, ctx, factor, answer, now, tx)
             except Rejected as r:
                 transactions.count_failure(writer, tx)
-                record_failure(writer, user, factor, r.reason, now, meta, stage="login")
+                record_failure(writer, attempt, user, factor, r.reason, now, meta, stage="login")
                 if isinstance(r, Disabled) and factor is not None:
                     audit.about_factor(
                         writer,
@@ -290,7 +290,7 @@ def verify(
                     raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
                 # The writes whose results nothing reads: one round trip on PostgreSQL.
                 with writer.batch() as batch:
-                    throttle.succeeded(batch, throttle.MFA, user.id)
+                    attempt.succeeded(batch)
                     audit.about_factor(
                         batch,
                         "factor_succeeded",
