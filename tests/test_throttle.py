@@ -22,46 +22,31 @@ def test_backoff_starts_at_30_seconds_doubles_and_stops_at_15_minutes():
     assert backoff(10_000, MFA) == 900
 
 
+def _claimed(writer, policy, now):
+    throttle.claim(writer, policy, "someone", now)
+
+
+def _admitted_and_failed(writer, policy, now):
+    throttle.admit(writer, policy, "someone", now).failed(writer)
+
+
+@pytest.mark.parametrize("count", [_claimed, _admitted_and_failed], ids=["claim", "admit"])
 @pytest.mark.parametrize("policy", [MFA, PASSWORD], ids=["mfa", "password"])
-def test_the_claim_starts_the_back_off_each_count_earns(db, policy):
+def test_each_failure_counted_starts_the_back_off_it_earns(db, policy, count):
     # The claim computes the back-off in SQL: it must agree with ``backoff`` at every count,
-    # and refuse the next claim until the back-off it started has passed.
+    # and refuse the next attempt until the back-off it started has passed. A failure counted
+    # after its check (``admit``, then ``failed``) must leave exactly what a claim leaves.
     now = 1_000_000
     for n in range(1, policy.free_failures + 9):
         with db.direct() as writer:
-            assert throttle.claim(writer, policy, "someone", now) == n
-        with db.read() as session:
-            until = session.execute(
-                select(Throttle.blocked_until).where(
-                    Throttle.key == throttle.key(policy, "someone")
-                )
-            ).scalar_one()
-        wait = backoff(n, policy)
-        if wait:
-            assert until == now + wait
-            with pytest.raises(TooManyAttempts) as refused, db.direct() as writer:
-                throttle.claim(writer, policy, "someone", now + wait - 1)
-            assert refused.value.retry_after == 1
-            now += wait
-        else:
-            assert until <= now
-
-
-@pytest.mark.parametrize("policy", [MFA, PASSWORD], ids=["mfa", "password"])
-def test_admitted_failures_start_the_same_back_off_as_claims(db, policy):
-    # ``admit`` then ``failed`` (SQLite: counted after the check) must leave what ``claim``
-    # leaves (counted before it), and refuse the next attempt for as long.
-    now = 1_000_000
-    for n in range(1, policy.free_failures + 9):
-        with db.direct() as writer:
-            throttle.admit(writer, policy, "someone", now).failed(writer)
+            count(writer, policy, now)
         failures, until = _state(db, policy, "someone")
         assert failures == n
         wait = backoff(n, policy)
         if wait:
             assert until == now + wait
             with pytest.raises(TooManyAttempts) as refused, db.direct() as writer:
-                throttle.admit(writer, policy, "someone", now + wait - 1)
+                count(writer, policy, now + wait - 1)
             assert refused.value.retry_after == 1
             now += wait
         else:
