@@ -144,11 +144,14 @@ def claim(session: Writer, policy: Policy, subject: str, now: int) -> int:
         },
     ).scalar()
     if number is None:
-        row = session.execute(_STATE, {"k": k}).one()
-        if row.locked:
-            raise Locked
-        raise TooManyAttempts(row.blocked_until - now)
+        raise _refusal(session.execute(_STATE, {"k": k}).one(), now)
     return number
+
+
+def _refusal(state: Any, now: int) -> Locked | TooManyAttempts:
+    """Why an attempt in ``state`` (a ``_STATE`` row that the claim's condition refuses) is not
+    checked: the lock, or the back-off with the seconds left of it."""
+    return Locked() if state.locked else TooManyAttempts(state.blocked_until - now)
 
 
 def succeeded(session: Writer, policy: Policy, subject: str) -> None:
@@ -194,10 +197,8 @@ def admit(session: Writer, policy: Policy, subject: str, now: int) -> Attempt:
     row = session.execute(_STATE, {"k": key(policy, subject)}).first()
     if row is None:
         return Attempt(policy, subject, now, claimed=False, failures=0)
-    if row.locked:
-        raise Locked
-    if row.blocked_until > now:  # the claim's own condition, ``_claim_statement``
-        raise TooManyAttempts(row.blocked_until - now)
+    if row.locked or row.blocked_until > now:  # the claim's own condition, ``_claim_statement``
+        raise _refusal(row, now)
     return Attempt(policy, subject, now, claimed=False, failures=row.failures)
 
 
