@@ -28,6 +28,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -183,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MFA_X=V",
         help="a setting for the server (repeatable)",
     )
+    parser.add_argument(
+        "--keep-log", type=Path, metavar="FILE", help="copy the server's log (JSON lines) there"
+    )
     args = parser.parse_args(argv)
     if args.after_peak and args.scenario != "verify":
         parser.error("--after-peak is for --scenario verify")
@@ -228,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(report(name, result, before, after, times), flush=True)
                 if peak:
                     rate = result.rate / 2
+        if args.keep_log is not None:
+            shutil.copyfile(log, args.keep_log)
     return 0
 
 

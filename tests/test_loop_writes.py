@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from mfa import schema
 from mfa.context import Context
@@ -214,3 +214,107 @@ def test_run_write_runs_in_the_event_loops_thread_on_sqlite_and_in_a_worker_on_p
     finally:
         ctx.close()
         ctx.db.dispose()
+
+
+# The event loop's own connection (``Database.driver_connection``).
+
+_INSERT = text("INSERT INTO throttles (key, failures, blocked_until, locked) VALUES (:k, 1, 0, 0)")
+_COUNT = text("SELECT count(*) FROM throttles")
+
+
+def _checkouts(db: Database) -> list[object]:
+    """The driver connections the pool hands out from now on, one entry per checkout."""
+    handed: list[object] = []
+    event.listen(db.engine, "checkout", lambda dbapi, _record, _proxy: handed.append(dbapi))
+    return handed
+
+
+def test_the_loops_writes_and_reads_share_one_connection_without_checkouts(workers) -> None:
+    db, _ = workers
+    handed = _checkouts(db)
+
+    async def main() -> set[int]:
+        used = set()
+        for n in range(5):
+            async with db.loop_write():
+                with db.direct() as writer:
+                    writer.execute(_INSERT, {"k": f"test:{n}"})
+            rows = await db.fetch(_COUNT, {})
+            assert rows[0][0] == n + 1
+            with db.driver_connection() as own:
+                used.add(id(own.driver_connection))
+        return used
+
+    assert len(anyio.run(main)) == 1
+    assert len(handed) == 1, "a checkout for each statement instead of one for the loop"
+    db.dispose()
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_use_of_the_loops_connection_inside_another_gets_a_pooled_one(workers) -> None:
+    db, _ = workers
+
+    async def main() -> tuple[object, object]:
+        with db.driver_connection() as outer, db.driver_connection() as inner:
+            return outer.driver_connection, inner.driver_connection
+
+    outer, inner = anyio.run(main)
+    assert outer is not inner
+
+
+def test_a_worker_thread_gets_a_pooled_connection_not_the_loops(workers) -> None:
+    db, _ = workers
+
+    def in_thread() -> object:
+        with db.driver_connection() as own:
+            return own.driver_connection
+
+    async def main() -> tuple[object, object]:
+        with db.driver_connection() as own:
+            ours = own.driver_connection
+        theirs = await anyio.to_thread.run_sync(in_thread)
+        return ours, theirs
+
+    ours, theirs = anyio.run(main)
+    assert ours is not theirs
+
+
+def test_the_loops_connection_comes_back_out_of_the_transaction_a_failed_write_left(
+    workers,
+) -> None:
+    db, _ = workers
+
+    def abandon() -> None:
+        with db.driver_connection() as own:
+            cursor = own.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(_INSERT.text, {"k": "test:abandoned"})
+            raise RuntimeError("the block failed inside its transaction")
+
+    async def main() -> int:
+        with pytest.raises(RuntimeError):
+            abandon()
+        # The next write begins its own transaction on the same connection, which it could
+        # not if the last were still open.
+        async with db.loop_write():
+            with db.direct() as writer:
+                writer.execute(_INSERT, {"k": "test:kept"})
+        rows = await db.fetch(_COUNT, {})
+        return int(rows[0][0])
+
+    assert anyio.run(main) == 1
+    assert _rows(db) == 1
+
+
+def test_the_connection_of_a_closed_loop_goes_back_to_the_pool_for_the_next(workers) -> None:
+    db, _ = workers
+    handed = _checkouts(db)
+
+    async def main() -> None:
+        with db.driver_connection():
+            pass
+
+    anyio.run(main)
+    anyio.run(main)
+    assert len(handed) == 2  # one for each loop
+    assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # the first went back
