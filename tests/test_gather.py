@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping
+from types import SimpleNamespace
+from typing import cast
 
 import httpx2 as httpx
 import psycopg
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from mfa import schema
+from mfa.context import Context
 from mfa.db import Database
 from mfa.gather import Gather
 from mfa.models import User, table_of
+from mfa.services import factors
 from mfa.services.account import _ME_MANY
+from mfa.services.factors import _USERS_FACTORS_MANY
 
 from .conftest import empty, new_pg_database
 from .helpers import bearer
@@ -147,6 +152,53 @@ def test_on_postgresql_concurrent_reads_share_queries_and_each_gets_its_own_rows
     db.dispose()
 
 
+def test_on_postgresql_concurrent_factor_listings_share_one_read(pg_database):
+    empty(pg_database)
+    db = Database(pg_database)
+    schema.ensure(db, upgrade_if_behind=False)
+    ids = [f"user-{i:02d}" for i in range(40)]
+    # Two factors for every even user, none for the odd ones.
+    expected = {i: [f"{i}-a", f"{i}-b"] if n % 2 == 0 else [] for n, i in enumerate(ids)}
+    with db.write() as session:
+        session.execute(
+            insert(table_of(User)),
+            [
+                {
+                    "id": i,
+                    "username": i,
+                    "username_key": i,
+                    "password_hash": "unused",
+                    "is_admin": False,
+                    "created_at": 0,
+                }
+                for i in ids
+            ],
+        )
+        for user_id, factor_ids in expected.items():
+            for created, factor_id in enumerate(factor_ids):
+                session.execute(
+                    text(
+                        "INSERT INTO factors (id, user_id, type, label, status, created_at,"
+                        " counter) VALUES (:id, :user_id, 'totp', 'app', 'active', :at, 0)"
+                    ),
+                    {"id": factor_id, "user_id": user_id, "at": created},
+                )
+    ctx = cast(Context, SimpleNamespace(db=db))
+
+    async def main() -> None:
+        await db.open_loop_reads()
+        try:
+            listed = await asyncio.gather(*(factors.listing(ctx, i) for i in ids))
+            asked = db._loop_reads.get_stats()["requests_num"]
+        finally:
+            await db.close_loop_reads()
+        assert [[f["id"] for f in each] for each in listed] == list(expected.values())
+        assert asked == 1  # 40 listings at once: one read for all
+
+    asyncio.run(main())
+    db.dispose()
+
+
 @pytest.mark.live
 def test_me_answers_each_caller_with_its_own_account_under_concurrent_calls(pg_database, tmp_path):
     empty(pg_database)
@@ -172,6 +224,35 @@ def test_me_answers_each_caller_with_its_own_account_under_concurrent_calls(pg_d
             assert [f["id"] for f in r.json()["factors"]] == [accounts[name][0]]
 
 
+@pytest.mark.live
+def test_factor_listings_answer_each_caller_with_its_own_under_concurrent_calls(
+    pg_database, tmp_path
+):
+    empty(pg_database)
+    env = {"MFA_DATABASE_URL": pg_database, "MFA_DATA_DIR": str(tmp_path / "var")}
+    with serve(env) as base:
+        accounts = {f"user{i}": enroll(base, f"user{i}") for i in range(8)}
+        factor_ids = {name: [factor["id"]] for name, (factor, _) in accounts.items()}
+        for name in ("user0", "user3"):  # two rows each: the second factor, still pending
+            token = accounts[name][1]["access_token"]
+            second = httpx.post(f"{base}/api/factors", json={"type": "totp"}, headers=bearer(token))
+            assert second.status_code == 201, second.text
+            factor_ids[name].append(second.json()["id"])
+
+        async def main() -> list[tuple[str, httpx.Response]]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+                async def listing(name: str, token: str) -> tuple[str, httpx.Response]:
+                    return name, await client.get("/api/factors", headers=bearer(token))
+
+                calls = [(n, tokens["access_token"]) for n, (_, tokens) in accounts.items()] * 8
+                return await asyncio.gather(*(listing(n, t) for n, t in calls))
+
+        for name, r in asyncio.run(main()):
+            assert r.status_code == 200, r.text
+            assert [f["id"] for f in r.json()] == factor_ids[name]
+
+
 @pytest.fixture
 def fresh_pg_database() -> Iterator[str]:
     """A database of this test's own: its tables have no statistics yet."""
@@ -182,13 +263,14 @@ def fresh_pg_database() -> Iterator[str]:
         yield make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+@pytest.mark.parametrize("statement", [_ME_MANY, _USERS_FACTORS_MANY], ids=["me", "factors"])
 def test_on_postgresql_the_gathered_read_searches_indexes_before_any_statistics(
-    fresh_pg_database,
+    fresh_pg_database, statement
 ):
     # Prepared statements get a generic plan after five runs. For users.id = ANY($1) alone,
     # before the first ANALYZE of a bulk-loaded table, that plan read every factor (a hash
     # join): 12 ms a read instead of 0.2.
-    compiled = _ME_MANY.compile(dialect=postgresql.psycopg.dialect())
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())
     sql = compiled.string.replace("%(keys)s", "$1")
     for name, value in compiled.params.items():
         if name != "keys":
