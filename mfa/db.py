@@ -109,7 +109,8 @@ class Database:
         # On SQLite: the connection the event loop keeps for its own statements, and whether
         # one of them is using it now (``driver_connection``).
         self._kept: tuple[asyncio.AbstractEventLoop, PoolProxiedConnection] | None = None
-        self._kept_in_use = False
+        self._kept_in_use = False  # set and cleared by the loop that keeps it only
+        self._kept_changing = threading.Lock()
 
     def checkpoint_in_background(self) -> None:
         """On a SQLite file: move WAL checkpoints out of the commits into a thread of their own
@@ -318,19 +319,35 @@ class Database:
     def _take_kept(self) -> PoolProxiedConnection | None:
         """The event loop's own connection, marked in use; None outside an event loop, off
         SQLite, or while the loop's connection is in use (a nested or suspended use)."""
-        if not self.is_sqlite or self._kept_in_use:
+        if not self.is_sqlite:
             return None
         loop = _running_loop()
         if loop is None:
             return None
         kept = self._kept
         if kept is None or kept[0] is not loop:
-            if kept is not None and not kept[0].is_closed():
-                return None  # another loop's, still running: that loop's to use
-            self._let_kept_go()
-            kept = self._kept = (loop, self.write_engine.raw_connection())
+            kept = self._keep_for(loop)
+        if kept is None or self._kept_in_use:
+            return None
         self._kept_in_use = True
         return kept[1]
+
+    def _keep_for(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.AbstractEventLoop, PoolProxiedConnection] | None:
+        """Make the kept connection ``loop``'s, if there is none yet or the loop that kept it
+        has closed (a test's loops, one after another); None while another loop runs with it.
+        Under a lock: two loops on two threads may both find it missing at once."""
+        with self._kept_changing:
+            kept = self._kept
+            if kept is not None and kept[0] is not loop:
+                if not kept[0].is_closed():
+                    return None
+                self._let_kept_go()  # nobody uses it: its loop can run nothing any more
+            if self._kept is None:
+                self._kept = (loop, self.write_engine.raw_connection())
+                self._kept_in_use = False
+            return self._kept
 
     def _let_kept_go(self) -> None:
         """Return the loop's connection to the pool (at shutdown, or for a new one)."""

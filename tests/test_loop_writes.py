@@ -318,3 +318,37 @@ def test_the_connection_of_a_closed_loop_goes_back_to_the_pool_for_the_next(work
     anyio.run(main)
     assert len(handed) == 2  # one for each loop
     assert db.engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # the first went back
+
+
+def test_two_loops_at_once_never_share_a_connection(workers) -> None:
+    # Two event loops on two threads, one Database: the first to ask keeps the connection,
+    # the other uses pooled ones; neither ever holds a connection the other holds.
+    db, _ = workers
+    holders: dict[int, int] = {}  # a driver connection's id -> the thread that holds it
+    shared: list[int] = []
+    start = threading.Barrier(2)
+
+    async def main() -> None:
+        me = threading.get_ident()
+        for n in range(100):
+            async with db.loop_write():
+                with db.driver_connection() as own:
+                    conn = id(own.driver_connection)
+                    if holders.setdefault(conn, me) != me:
+                        shared.append(conn)
+                    own.cursor().execute(_INSERT.text, {"k": f"test:{me}:{n}"})
+                    own.commit()
+                    del holders[conn]
+            await anyio.sleep(0)
+
+    def loop() -> None:
+        start.wait()
+        anyio.run(main)
+
+    threads = [threading.Thread(target=loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not shared
+    assert _rows(db) == 200
