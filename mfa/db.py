@@ -592,6 +592,13 @@ def _tune_sqlite(engine: Engine, db: Database) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # Temporary data in memory: above all the journal of each savepoint of a group of
+        # verifies (``mfa.grouped``), which otherwise spills past 64 KiB to a new file in
+        # /var/tmp for the rest of the group. At the peak of verifications that was a file made
+        # and deleted about 7 times a second per worker, with 3,000 writes a second to them;
+        # in memory, a verify took 137 µs of system time instead of 172-185 (the peak rate
+        # itself did not move).
+        cur.execute("PRAGMA temp_store=MEMORY")
         if db.checkpoints_in_background:
             cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
