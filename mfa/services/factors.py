@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -139,9 +140,9 @@ async def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
     """The caller's factors, read in the event loop: one query (``Database.fetch``), or on
     PostgreSQL one shared with the listings asked for meanwhile."""
     if ctx.db.is_sqlite:
-        rows = await ctx.db.fetch(_USERS_FACTORS, {"user_id": user_id})
+        rows: Sequence[Any] = await ctx.db.fetch(_USERS_FACTORS, {"user_id": user_id})
     else:
-        rows = list(await ctx.db.fetch_gathered(_USERS_FACTORS_MANY, user_id))
+        rows = await ctx.db.fetch_gathered(_USERS_FACTORS_MANY, user_id)
     return [view(row) for row in rows]
 
 
