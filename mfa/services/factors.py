@@ -6,7 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, FromClause, Join, String, any_, bindparam, delete, func, select
+from sqlalchemy import (
+    ARRAY,
+    FromClause,
+    Join,
+    Select,
+    String,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+)
 from sqlmodel import Session, col
 
 from ..db import Reader, Writer
@@ -120,20 +131,21 @@ def has_active(session: Session, user_id: str) -> bool:
     )
 
 
-# Rows, not ORM objects: the listing only reads them.
-_USERS_FACTORS = prepared(
-    _VIEWS.where(_F.c.user_id == bindparam("user_id")).order_by(_F.c.created_at, _F.c.id)
-)
+def _users_factors(users: Any) -> Select[Any]:
+    """The views of the factors of the users ``users`` names (one id, or ANY of a list), each
+    row led by its user's id. Rows, not ORM objects: the listing only reads them."""
+    return (
+        select(_F.c.user_id.label("of_user"), *VIEW_COLUMNS)
+        .select_from(view_from())
+        .where(_F.c.user_id == users)
+        .order_by(_F.c.created_at, _F.c.id)
+    )
 
 
-# For many users at once, each row led by its user's id: on PostgreSQL the calls that come
-# while one read is out share the next (``Database.fetch_gathered``), as /api/me's do.
-_USERS_FACTORS_MANY = prepared(
-    select(_F.c.user_id.label("of_user"), *VIEW_COLUMNS)
-    .select_from(view_from())
-    .where(_F.c.user_id == any_(bindparam("keys", type_=ARRAY(String))))
-    .order_by(_F.c.created_at, _F.c.id)
-)
+_USERS_FACTORS = prepared(_users_factors(bindparam("user_id")))
+# For many users at once: on PostgreSQL the calls that come while one read is out share the
+# next (``Database.fetch_gathered``), as /api/me's do.
+_USERS_FACTORS_MANY = prepared(_users_factors(any_(bindparam("keys", type_=ARRAY(String)))))
 
 
 async def listing(ctx: Context, user_id: str) -> list[dict[str, Any]]:
