@@ -113,11 +113,11 @@ def test_a_caller_that_leaves_does_not_disturb_the_others():
     asyncio.run(main())
 
 
-def test_on_postgresql_concurrent_reads_share_queries_and_each_gets_its_own_rows(pg_database):
+def _with_users(pg_database: str, ids: list[str]) -> Database:
+    """The emptied PostgreSQL database with a user for each of ``ids``, named "name-<id>"."""
     empty(pg_database)
     db = Database(pg_database)
     schema.ensure(db, upgrade_if_behind=False)
-    ids = [f"user-{i:02d}" for i in range(40)]
     with db.write() as session:
         session.execute(
             insert(table_of(User)),
@@ -133,6 +133,12 @@ def test_on_postgresql_concurrent_reads_share_queries_and_each_gets_its_own_rows
                 for i in ids
             ],
         )
+    return db
+
+
+def test_on_postgresql_concurrent_reads_share_queries_and_each_gets_its_own_rows(pg_database):
+    ids = [f"user-{i:02d}" for i in range(40)]
+    db = _with_users(pg_database, ids)
 
     async def main() -> None:
         await db.open_loop_reads()
@@ -153,27 +159,11 @@ def test_on_postgresql_concurrent_reads_share_queries_and_each_gets_its_own_rows
 
 
 def test_on_postgresql_concurrent_factor_listings_share_one_read(pg_database):
-    empty(pg_database)
-    db = Database(pg_database)
-    schema.ensure(db, upgrade_if_behind=False)
     ids = [f"user-{i:02d}" for i in range(40)]
+    db = _with_users(pg_database, ids)
     # Two factors for every even user, none for the odd ones.
     expected = {i: [f"{i}-a", f"{i}-b"] if n % 2 == 0 else [] for n, i in enumerate(ids)}
     with db.write() as session:
-        session.execute(
-            insert(table_of(User)),
-            [
-                {
-                    "id": i,
-                    "username": i,
-                    "username_key": i,
-                    "password_hash": "unused",
-                    "is_admin": False,
-                    "created_at": 0,
-                }
-                for i in ids
-            ],
-        )
         for user_id, factor_ids in expected.items():
             for created, factor_id in enumerate(factor_ids):
                 session.execute(
