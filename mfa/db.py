@@ -37,6 +37,8 @@ from .direct import AsyncDirect, Direct
 from .gather import Gather
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# The page size of a new SQLite database (SQLite's own default is 4096): see ``_tune_sqlite``.
+SQLITE_PAGE_SIZE = 1024
 LOOP_READS_NAME = "mfa loop reads"
 LOOP_READ_WAIT_S = 5.0
 
@@ -586,6 +588,15 @@ def _tune_sqlite(engine: Engine, db: Database) -> None:
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # Small pages for a new database. The write-ahead log takes whole pages, and a verify
+        # changes about ten, each for a row or an index entry of well under 100 bytes: at
+        # 4 KiB pages that was 42 KB written to the disk a verify, at 1 KiB 21 KB. Paced at
+        # 700 verifies/s on 2 cores (nine runs each, alternated), the median of the service's
+        # own p50 fell from 1.56 to 1.21 ms, and of wrk's p99 from 18 to 11 ms, with less CPU
+        # a verify for the kernel's writeback; /api/me did not move. Only a database without
+        # pages yet takes it: once in WAL mode a database keeps its page size
+        # (docs/deploy.md says how to change it).
+        cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL is durable against application crashes and consistent
         # after a power loss; it saves an fsync per commit.
