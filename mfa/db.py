@@ -590,11 +590,12 @@ def _tune_sqlite(engine: Engine, db: Database) -> None:
         cur = dbapi_conn.cursor()
         # Small pages for a new database. The write-ahead log takes whole pages, and a verify
         # changes about ten, each for a row or an index entry of well under 100 bytes. Paced
-        # at 700 verifies/s on 2 cores, a verify wrote 36-42 KB to the disk with 4 KiB pages,
-        # 15-22 KB with 1 KiB and 14 KB with 512 bytes (so no smaller). In nine alternated runs
-        # each, the median of the service's own p50 fell from 1.56 to 1.21 ms; /api/me did not
-        # move. Only a database without pages yet takes it: once in WAL mode a database keeps
-        # its page size (docs/deploy.md says how to change it).
+        # at 700-840 verifies/s on 2 cores, a verify wrote 36-42 KB to the disk with 4 KiB
+        # pages, 15-22 KB with 1 KiB and 14 KB with 512 bytes (so no smaller). In nine
+        # alternated runs each, the median of the service's own p50 fell from 1.56 to 1.21 ms
+        # (a later series was too disturbed by the host's steal to tell); /api/me and password
+        # logins did not move. Only a database without pages yet takes it: once in WAL mode a
+        # database keeps its page size (docs/deploy.md says how to change it).
         cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cur.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL is durable against application crashes and consistent
