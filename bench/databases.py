@@ -3,6 +3,7 @@ answers on 127.0.0.1:5432 (dropped at the end, whatever happens)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,21 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(settings.PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_to_disk(url: str) -> None:
+    """Write what the preparation left in memory to the disk, before any load is measured.
+
+    Otherwise the kernel writes it back 30 s after it was made (``vm.dirty_expire_centisecs``),
+    which falls in the middle of the runs: a burst of about 100 MB in half a second, during
+    which every commit's flush waited for the disk (PostgreSQL logged COMMITs of 30 to 45 ms,
+    and a paced run's p99 went from 7 to 30-80 ms). On PostgreSQL a checkpoint first: it writes
+    the preparation's pages from PostgreSQL's own buffers, which would otherwise go out with a
+    later checkpoint or the background writer, also mid-run."""
+    if make_url(url).get_backend_name() == "postgresql":
+        with psycopg.connect(settings.PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    os.sync()
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from mfa.passwords import HASHER
 from mfa.services import tokens
 from mfa.services.handlers import secret_context
 
-from . import settings, webauthn
+from . import databases, settings, webauthn
 from .server import mfa_binary
 
 TOTP_DIGITS = 6
@@ -88,7 +88,14 @@ def ensure_schema(env: Mapping[str, str], ctx: Context) -> str:
 
 
 def prepare(env: Mapping[str, str], verify_users: int, webauthn_users: int) -> tuple[Dataset, str]:
-    """Fill the database of ``env``; return what the load needs and how the schema was made."""
+    """Fill the database of ``env`` and leave it on the disk (``databases.flush_to_disk``);
+    return what the load needs and how the schema was made."""
+    prepared = _fill(env, verify_users, webauthn_users)
+    databases.flush_to_disk(env["MFA_DATABASE_URL"])
+    return prepared
+
+
+def _fill(env: Mapping[str, str], verify_users: int, webauthn_users: int) -> tuple[Dataset, str]:
     ctx = Context.create(Settings.from_env(env))
     try:
         schema = ensure_schema(env, ctx)
