@@ -29,10 +29,14 @@ log = logging.getLogger(__name__)
 # passes every 0.5 s; with passes every 0.1 s the p99 over six runs each fell from a median of
 # 14 ms to 7.5 ms, and the peak rate did not move.
 INTERVAL_S = 0.1
-# 256 MB of log (4 KiB pages) before writers are held for a checkpoint to finish; the hold
-# costs them 4 to 7 ms. At 20,000 pages it came every 3 s at half the peak verification rate,
-# often enough to reach the slowest 1% (p99 8.8 and 16 ms, against 5.2 and 5.8 ms at this size,
-# where it comes every 11 s or more).
+# Pages in the log before writers are held for a checkpoint to finish; the hold costs them 4 to
+# 7 ms. At 20,000 pages it came every 3 s at half the peak verification rate, often enough to
+# reach the slowest 1% (p99 8.8 and 16 ms, against 5.2 and 5.8 ms at this size, where it comes
+# every 11 s or more; measured with 4 KiB pages). In pages: 64 MB of log with the 1 KiB pages
+# of new databases (``db.SQLITE_PAGE_SIZE``). A verify logs about 9 of those against 4 or 5 of
+# 4 KiB, so the limit comes about twice as soon at a given rate; but the log often starts over
+# before: in passes logged at about 1,300 verifications/s (2026-11-27) it did at 12,000 to
+# 60,000 pages, and no pass held the writers.
 LIMIT_PAGES = 65_536
 # Past the limit, passes back to back before the one that holds the writers: each copies what
 # came in during the one before, a shrinking backlog, so the held pass has little left to copy.
