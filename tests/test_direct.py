@@ -318,6 +318,29 @@ def test_on_postgresql_a_connection_goes_back_out_of_autocommit_after_a_failure(
         assert conn.driver_connection.autocommit is False  # type: ignore[union-attr]
 
 
+def test_a_connection_goes_on_after_refused_pipelines(db):
+    # psycopg prepares a statement on the server from its fifth run on a connection; a refusal
+    # in a pipeline skips what follows it there, and the connection must still know which of
+    # its statements exist. Every third transaction here is refused in its closing batch.
+    with db.direct() as writer:
+        _add(writer, "taken")
+    done = 0
+    with db.driver_connection() as conn:
+        for n in range(15):
+            try:
+                with db.direct(conn) as writer:
+                    writer.execute(_BUMP, {"k": "taken"})
+                    with writer.batch() as batch:
+                        _add(batch, f"a{n:02}")
+                        _add(batch, "taken" if n % 3 == 2 else f"b{n:02}")
+                done += 1
+            except _REFUSED:
+                pass
+    assert done == 10
+    assert _failures(db, "taken") == done
+    assert len(_keys(db)) == 1 + 2 * done
+
+
 def test_statements_together_keep_their_parameters_apart():
     sql = direct._together(
         ("UPDATE t SET a = %(a)s WHERE b LIKE 'x%%'", "INSERT INTO u (a) VALUES (%(a)s)")
