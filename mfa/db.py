@@ -397,21 +397,18 @@ class Database:
     def _pipelined(self, own: PoolProxiedConnection) -> Iterator[PipelinedTransaction]:
         """A PostgreSQL write transaction that begins and commits in its own statements' round
         trips (``PipelinedTransaction``), on ``own`` in autocommit until it ends."""
-        driver = own.driver_connection
-        driver.autocommit = True  # type: ignore[union-attr]
-        try:
-            cursor = own.cursor()
-            transaction = PipelinedTransaction(cursor, self.engine.dialect, driver)
-            yield transaction
-            transaction.commit()
-            cursor.close()
-        except BaseException:
-            own.rollback()  # psycopg rolls back an open transaction in autocommit too
-            raise
-        finally:
-            # A broken connection refuses the change (and goes from the pool at checkin).
-            if not driver.broken:  # type: ignore[union-attr]
-                driver.autocommit = False  # type: ignore[union-attr]
+        with _autocommit(own):
+            try:
+                cursor = own.cursor()
+                transaction = PipelinedTransaction(
+                    cursor, self.engine.dialect, own.driver_connection
+                )
+                yield transaction
+                transaction.commit()
+                cursor.close()
+            except BaseException:
+                own.rollback()  # psycopg rolls back an open transaction in autocommit too
+                raise
 
     @contextmanager
     def batch(self, conn: PoolProxiedConnection | None = None) -> Iterator[Direct]:
@@ -426,17 +423,12 @@ class Database:
         """Statements on ``own`` with no transaction around them: each reads, or commits, on
         its own. SQLite's connections already begin nothing unless told (``_tune_sqlite``);
         psycopg's begin a transaction unless in autocommit, which ``own`` leaves afterwards."""
-        driver = own.driver_connection
-        if not self.is_sqlite:
-            driver.autocommit = True  # type: ignore[union-attr]
-        cursor = own.cursor()
-        try:
-            yield Direct(cursor, self.engine.dialect)
-        finally:
-            cursor.close()
-            # A broken connection refuses the change (and goes from the pool at checkin).
-            if not self.is_sqlite and not driver.broken:  # type: ignore[union-attr]
-                driver.autocommit = False  # type: ignore[union-attr]
+        with nullcontext() if self.is_sqlite else _autocommit(own):
+            cursor = own.cursor()
+            try:
+                yield Direct(cursor, self.engine.dialect)
+            finally:
+                cursor.close()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -448,6 +440,19 @@ class Database:
             self._checkpointer = None
         self._let_kept_go()
         self.engine.dispose()
+
+
+@contextmanager
+def _autocommit(own: PoolProxiedConnection) -> Iterator[None]:
+    """A psycopg connection in autocommit for the block, and back in transactions after it."""
+    driver = own.driver_connection
+    driver.autocommit = True  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        # A broken connection refuses the change (and goes from the pool at checkin).
+        if not driver.broken:  # type: ignore[union-attr]
+            driver.autocommit = False  # type: ignore[union-attr]
 
 
 def _closed_by_server(conn: psycopg.Connection[Any] | AsyncConnection[Any]) -> bool:

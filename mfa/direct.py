@@ -39,8 +39,6 @@ _PREPARED: dict[int, Executable] = {}
 _COMPILED: dict[tuple[int, str, tuple[str, ...]], _Compiled] = {}
 # The named-tuple type of each statement's rows, by its SQL, made at its first row.
 _ROWS: dict[str, Callable[..., Any]] = {}
-# How a batch sends one statement: SQL and the driver's parameters.
-_Run = Callable[[str, Any], Any]
 
 
 S = TypeVar("S", bound=Executable)
@@ -188,25 +186,29 @@ class Direct:
     def _command(self, sql: str) -> None:
         self._cursor.execute(sql)
 
+    def _send_batched(self, sql: str, values: Any) -> None:
+        """Send one statement of a batch (``Direct.batch``), as the batch ends."""
+        self._cursor.execute(sql, values)
+
     @contextmanager
     def batch(self) -> Iterator[Direct]:
         """Writes whose results nobody reads, held until the block ends and then sent together:
         on PostgreSQL as one statement, the others its data-modifying CTEs, so that they cost
         one round trip; on SQLite one after another, as there is no trip to save. If the block
         raises, none is sent."""
-        batch = _Batch(self._cursor, self.dialect)
+        batch = _Batch(self)
         yield batch
         batch.send()
 
 
 class _Batch(Direct):
-    """``Direct.batch``'s writer: ``execute`` queues, ``send`` runs the queue (on the cursor,
-    or through ``run``)."""
+    """``Direct.batch``'s writer: ``execute`` queues, ``send`` hands the queue to the
+    transaction's ``_send_batched``."""
 
-    def __init__(self, cursor: Any, dialect: Dialect, run: _Run | None = None) -> None:
-        super().__init__(cursor, dialect)
+    def __init__(self, transaction: Direct) -> None:
+        super().__init__(transaction._cursor, transaction.dialect)
         self._queued: list[tuple[_Compiled, Sequence[Any] | Mapping[str, Any]]] = []
-        self._run: _Run = run or cursor.execute
+        self._send = transaction._send_batched
 
     def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Result:
         compiled, values = _bound(statement, self.dialect, params)
@@ -224,10 +226,10 @@ class _Batch(Direct):
         if len(queued) > 1 and len(named) == len(queued):
             sql = _together(tuple(compiled.sql for compiled, _ in queued))
             prefixed = {f"s{i}_{k}": v for i, values in enumerate(named) for k, v in values.items()}
-            self._run(sql, prefixed)
+            self._send(sql, prefixed)
             return
         for compiled, values in queued:
-            self._run(compiled.sql, values)
+            self._send(compiled.sql, values)
 
 
 class PipelinedTransaction(Direct):
@@ -257,12 +259,6 @@ class PipelinedTransaction(Direct):
         cursor = self._cursor
         return _result(compiled.sql, cursor, cursor.fetchall() if compiled.returns_rows else ())
 
-    @contextmanager
-    def batch(self) -> Iterator[Direct]:
-        batch = _Batch(self._cursor, self.dialect, run=self._wait)
-        yield batch
-        batch.send()
-
     def commit(self) -> None:
         """Commit, with the batches still waiting; send nothing if nothing was written."""
         if self._begun or self._waiting:
@@ -271,7 +267,7 @@ class PipelinedTransaction(Direct):
     def _command(self, sql: str) -> None:
         self._trip(sql, None)
 
-    def _wait(self, sql: str, values: Any) -> None:
+    def _send_batched(self, sql: str, values: Any) -> None:
         self._waiting.append((sql, values))
 
     def _trip(self, sql: str, values: Any) -> None:

@@ -302,9 +302,8 @@ def test_on_postgresql_the_first_statement_runs_in_the_transaction(db):
         writer.execute(text(lock))  # goes with the BEGIN: the lock stays until the commit
         with pytest.raises(psycopg.errors.LockNotAvailable):
             other.execute(lock + " NOWAIT")
-    other_after = psycopg.connect(url, autocommit=True)
-    with other_after:
-        assert other_after.execute(lock + " NOWAIT").fetchall() == [("a",)]
+    with psycopg.connect(url, autocommit=True) as other:
+        assert other.execute(lock + " NOWAIT").fetchall() == [("a",)]
 
 
 def test_on_postgresql_a_connection_goes_back_out_of_autocommit_after_a_failure(db):
