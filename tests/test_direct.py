@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import pq
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -19,6 +19,9 @@ from mfa.db import Database, dialect_name
 from mfa.direct import prepared
 from mfa.models import Factor, Throttle, table_of
 from mfa.services import throttle
+
+from .drivers import DRIVERS
+from .helpers import login, signup
 
 _T = table_of(Throttle)
 _ADD = prepared(insert(_T))
@@ -256,14 +259,22 @@ def _round_trips(conn: PoolProxiedConnection, tmp_path: Path, block: Callable[[]
     """How many round trips to PostgreSQL ``block`` makes on ``conn``: the answers that end
     one (ReadyForQuery) in libpq's trace of the connection."""
     trace = tmp_path / "trace.txt"
-    pgconn = conn.driver_connection.pgconn  # type: ignore[union-attr]
     with trace.open("w") as out:
-        pgconn.trace(out.fileno())
-        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        _trace(conn.driver_connection, out.fileno())
         try:
             block()
         finally:
-            pgconn.untrace()
+            conn.driver_connection.pgconn.untrace()  # type: ignore[union-attr]
+    return _ends_of_trips(trace)
+
+
+def _trace(driver_connection: Any, fileno: int) -> None:
+    pgconn = driver_connection.pgconn
+    pgconn.trace(fileno)
+    pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+
+
+def _ends_of_trips(trace: Path) -> int:
     return sum("ReadyForQuery" in line for line in trace.read_text().splitlines())
 
 
@@ -348,3 +359,34 @@ def test_statements_together_keep_their_parameters_apart():
         "WITH s0 AS (UPDATE t SET a = %(s0_a)s WHERE b LIKE 'x%%') "
         "INSERT INTO u (a) VALUES (%(s1_a)s)"
     )
+
+
+def test_on_postgresql_a_totp_verify_makes_four_round_trips(client, clock, tmp_path):
+    # BEGIN with the login's read; the throttle's claim; the code's claim; the spend, the
+    # other writes and the COMMIT. Every connection the service takes from its pool meanwhile
+    # is traced: a trip on any of them counts.
+    ctx = client.app.state.ctx
+    if ctx.db.is_sqlite:
+        pytest.skip("round trips are PostgreSQL's")
+    driver = DRIVERS["totp"]()
+    account = signup(client)
+    factor = driver.enroll_first(client, account, clock)
+    body = driver.right(client, login(client, account)["mfa_token"], factor, clock)
+    trace = tmp_path / "trace.txt"
+    with trace.open("w") as out:
+
+        def traced(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            _trace(dbapi_conn, out.fileno())
+
+        def untraced(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.pgconn.untrace()
+
+        event.listen(ctx.db.engine, "checkout", traced)
+        event.listen(ctx.db.engine, "checkin", untraced)
+        try:
+            r = client.post("/api/login/verify", json=body)
+        finally:
+            event.remove(ctx.db.engine, "checkout", traced)
+            event.remove(ctx.db.engine, "checkin", untraced)
+    assert r.status_code == 200, r.text
+    assert _ends_of_trips(trace) == 4

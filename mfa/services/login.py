@@ -285,11 +285,12 @@ def verify(
                     )
                 error = VerificationFailed()
             else:
-                transactions.spend(writer, tx, now)
                 if family is not None and not tokens.supersede(writer, family, now):
                     raise InvalidMfaToken  # rolls the whole verify back: nothing is spent
-                # The writes whose results nothing reads: one round trip on PostgreSQL.
+                # The writes whose results nothing reads: one round trip on PostgreSQL, with
+                # the COMMIT (``PipelinedTransaction``).
                 with writer.batch() as batch:
+                    transactions.spend_locked(batch, tx, now)  # locked by _open_with_factor
                     attempt.succeeded(batch)
                     audit.about_factor(
                         batch,

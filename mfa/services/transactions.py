@@ -127,6 +127,14 @@ def spend(session: Writer, tx: Login | LoginTransaction, now: int) -> None:
         raise InvalidMfaToken
 
 
+def spend_locked(batch: Writer, tx: Login, now: int) -> None:
+    """``spend`` for a transaction whose row this write transaction read locked (``FOR UPDATE``
+    on PostgreSQL; SQLite's writer lock holds every row) and found live (``check_live``): nothing
+    else can spend it before the commit, so the update needs no check of its count, and may go
+    in a batch (``Direct.batch``), one round trip fewer on PostgreSQL."""
+    batch.execute(_SPEND, {"tx": tx.id, "at": now})
+
+
 def keep_challenge(
     session: Writer, tx: Login | LoginTransaction, factor_id: str | None, state: str | None
 ) -> None:
