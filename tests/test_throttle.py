@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import literal, select
 
 from mfa.cli import main as mfa_main
 from mfa.errors import Locked, TooManyAttempts
-from mfa.models import Throttle
+from mfa.models import Throttle, new_id
 from mfa.services import throttle
 from mfa.services.throttle import MFA, PASSWORD, backoff
 
-from .helpers import enroll_first_totp, hotp_code, login, signup
+from .helpers import enroll_first_totp, hotp_code, login, signup, totp_code
 from .operators import lock_out
 
 
@@ -77,6 +77,32 @@ def test_a_locked_subject_is_refused_unchecked(db):
     with pytest.raises(Locked), db.direct() as writer:
         throttle.admit(writer, MFA, "someone", 1_000_000)
     assert _state(db, MFA, "someone") == (100, 0)
+
+
+def test_the_key_a_statement_makes_of_an_id_is_the_key(db):
+    # A verify reads the user's row by a key made in SQL (``key_of_id``); ``key`` makes the
+    # one every other use reads and writes.
+    user_id = new_id()
+    with db.read() as session:
+        made = session.execute(select(throttle.key_of_id(MFA, literal(user_id)))).scalar_one()
+    assert made == throttle.key(MFA, user_id)
+
+
+def test_a_verify_counts_its_users_failures_and_a_right_code_clears_them(client, clock):
+    account = signup(client)
+    factor = enroll_first_totp(client, account, clock)
+    db = client.app.state.ctx.db
+    for n in (1, 2, 3):
+        body = {"mfa_token": login(client, account)["mfa_token"], "factor_id": factor["id"]}
+        r = client.post("/api/login/verify", json={**body, "code": "000000"})
+        assert r.status_code == 401, r.text
+        assert _state(db, MFA, account.id) == (n, 0)
+    clock.advance(30)  # a code the enrolment did not use
+    code = totp_code(factor["secret"], clock())
+    body = {"mfa_token": login(client, account)["mfa_token"], "factor_id": factor["id"]}
+    r = client.post("/api/login/verify", json={**body, "code": code})
+    assert r.status_code == 200, r.text
+    assert _state(db, MFA, account.id) == (0, 0)
 
 
 def test_wrong_resync_codes_count_toward_the_second_factor_throttle(client, clock):

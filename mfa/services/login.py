@@ -1,10 +1,11 @@
 """The login: a password opens a login transaction; a second factor finishes it.
 
 No path here issues an access token without a second factor. A verify call is one write
-transaction that, in this order, locks the login transaction (reading the factor it names
-along with it), claims a throttle slot for the user, checks the answer and accepts it with a
-conditional update, and spends the login transaction. Failures are recorded in that same
-transaction and raised after it commits.
+transaction that, in this order, locks the login transaction and the user's throttle row
+(reading the factor it names along with them), lets the attempt through unless the user is in
+a back-off or locked, checks the answer and accepts it with a conditional update, and spends
+the login transaction. Failures are recorded in that same transaction and raised after it
+commits.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, false, literal, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session, col
 
 from .. import passwords
 from ..db import Writer
-from ..direct import prepared
+from ..direct import Direct, prepared
 from ..errors import (
     InvalidCredentials,
     InvalidMfaToken,
@@ -253,12 +255,12 @@ def verify(
     error: MfaError | None = None
     # The hottest write path: statements on the driver's connection (``mfa.direct``).
     with ctx.db.direct() as writer:
-        tx, user, factor = _open_with_factor(writer, mfa_token, factor_id, now)
+        tx, user, factor, throttled = _open_with_factor(writer, mfa_token, factor_id, now)
         family = tx.family_id if tx.purpose == transactions.STEP_UP else None
         if family is not None and not tokens.family_live(writer, family, now):
             raise InvalidMfaToken  # the login this step-up would raise has ended meanwhile
         try:
-            attempt = throttle.admit(writer, throttle.MFA, user.id, now)
+            attempt = throttle.admit_read(throttle.MFA, user.id, now, throttled)
         except (TooManyAttempts, Locked) as e:
             transactions.count_failure(writer, tx)
             record_throttled(writer, user, e, now, meta, stage="second_factor")
@@ -332,41 +334,85 @@ _CREDENTIALS = prepared(
     .order_by(_F.c.created_at, _F.c.id)
 )
 _LOGIN_FIELDS = len(transactions.LOGIN_COLUMNS)
-# A verify reads its login, the login's user name, and the factor it names (if it names one,
-# and that one is the user's and active) in one query; only the login's row is locked.
-_LIVE_WITH_FACTOR = prepared(
-    select(
-        *transactions.LOGIN_COLUMNS,
-        _U.c.username,
-        *FACTOR_ROW_COLUMNS,
+_STATE_FIELDS = len(throttle.STATE_COLUMNS)
+_TH = throttle.TABLE
+_MFA_KEY = throttle.key_of_id(throttle.MFA, _T.c.user_id)
+# On PostgreSQL the user's throttle row, made (with nothing counted) at the user's first verify,
+# so that the read after it can lock it: FOR UPDATE locks no row that is not there. It waits to
+# go with that read, in one round trip (``Direct.batch``).
+_ENSURE_THROTTLE = prepared(
+    postgresql.insert(_TH)
+    .from_select(
+        ["key", "failures", "blocked_until", "locked"],
+        select(_MFA_KEY, literal(0), literal(0), false()).where(
+            _T.c.token_hash == bindparam("hash")
+        ),
     )
-    .join(_U, _U.c.id == _T.c.user_id)
-    .outerjoin(
-        _F,
-        (_F.c.id == bindparam("factor_id"))
-        & (_F.c.user_id == _T.c.user_id)
-        & (_F.c.status == "active"),
-    )
-    .where(_T.c.token_hash == bindparam("hash"))
-    .with_for_update(of=_T)
+    .on_conflict_do_nothing(index_elements=[_TH.c.key])
 )
 
 
+def _live_with_factor(*, locking: bool) -> Any:
+    """A verify's read of its login, the login's user name, the factor it names (if it names
+    one, and that one is the user's and active) and the user's throttle row, in one query.
+
+    On PostgreSQL (``locking``) it locks the login's row and the throttle row until the commit:
+    two verifies of one login take turns, and so do two of one user, as they must for the
+    throttle's count (``throttle.admit_read``). On SQLite its transaction holds the writer lock,
+    and so every row; the throttle row may be missing there (nothing was ever counted)."""
+    read = (
+        select(
+            *transactions.LOGIN_COLUMNS,
+            _U.c.username,
+            *FACTOR_ROW_COLUMNS,
+            *throttle.STATE_COLUMNS,
+        )
+        .join(_U, _U.c.id == _T.c.user_id)
+        .outerjoin(
+            _F,
+            (_F.c.id == bindparam("factor_id"))
+            & (_F.c.user_id == _T.c.user_id)
+            & (_F.c.status == "active"),
+        )
+        .where(_T.c.token_hash == bindparam("hash"))
+    )
+    if locking:
+        return read.join(_TH, _TH.c.key == _MFA_KEY).with_for_update(of=[_T, _TH])
+    return read.outerjoin(_TH, _TH.c.key == _MFA_KEY)
+
+
+_LIVE_WITH_FACTOR = {
+    "sqlite": prepared(_live_with_factor(locking=False)),
+    "postgresql": prepared(_live_with_factor(locking=True)),
+}
+
+
 def _open_with_factor(
-    writer: Writer, mfa_token: str, factor_id: str | None, now: int
-) -> tuple[transactions.Login, Owner, FactorRow | None]:
-    """The live login transaction of ``mfa_token``, its owner, and the owner's active factor
-    ``factor_id`` (None if there is no such factor, or no id)."""
+    writer: Direct, mfa_token: str, factor_id: str | None, now: int
+) -> tuple[transactions.Login, Owner, FactorRow | None, throttle.State | None]:
+    """The live login transaction of ``mfa_token``, its owner, the owner's active factor
+    ``factor_id`` (None if there is no such factor, or no id), and the owner's throttle row for
+    second factors (None if there is none)."""
+    dialect = writer.dialect.name
+    if dialect != "sqlite":
+        with writer.batch() as batch:
+            batch.execute(_ENSURE_THROTTLE, {"hash": digest(mfa_token)})
     row = writer.execute(
-        _LIVE_WITH_FACTOR, {"hash": digest(mfa_token), "factor_id": factor_id}
+        _LIVE_WITH_FACTOR[dialect], {"hash": digest(mfa_token), "factor_id": factor_id}
     ).first()
     if row is None:
         raise InvalidMfaToken
     tx = transactions.Login(*row[:_LOGIN_FIELDS])
     transactions.check_live(tx, now)
     owner = Owner(tx.user_id, row[_LOGIN_FIELDS])
-    factor = row[_LOGIN_FIELDS + 1 :]
-    return tx, owner, FactorRow(*factor) if factor[0] is not None else None
+    factor = row[_LOGIN_FIELDS + 1 : -_STATE_FIELDS]
+    state = row[-_STATE_FIELDS:]
+    return (
+        tx,
+        owner,
+        FactorRow(*factor) if factor[0] is not None else None,
+        throttle.State(*state) if state[0] is not None else None,
+    )
 
 
 def _locate(writer: Writer, user: Account, answer: Answer) -> FactorRow | None:

@@ -8,7 +8,9 @@ refused without being checked.
 
 A second factor checked inside one write transaction on SQLite needs no claim (``admit``): that
 transaction is the database's only writer until it commits, so no attempt runs beside it, and
-it counts only a failure, with the same statement.
+it counts only a failure, with the same statement. A login's verify on PostgreSQL needs none
+either: it reads the user's row locked until it commits (``admit_read``), so attempts beside
+it wait for its outcome, as they waited for a claim's.
 
 Second factors (per user): 5 failures, then 30 s doubling to 15 min; locked at 100 until an
 admin unlocks. Passwords (per username, known or not): 10 failures, then the same back-off.
@@ -20,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, false, select, update
+from sqlalchemy import ColumnElement, bindparam, case, false, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db import Reader, Writer, dialect_name
@@ -53,6 +55,12 @@ def key(policy: Policy, subject: str) -> str:
     if len(subject) > _SUBJECT_MAX:
         subject = "#" + hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{policy.prefix}:{subject}"
+
+
+def key_of_id(policy: Policy, subject: ColumnElement[str]) -> ColumnElement[str]:
+    """``key`` in SQL, of an id a statement reads: ids are short enough to be keyed as they
+    are. A caller checks the key that comes back against ``key`` (``admit_read``)."""
+    return literal(f"{policy.prefix}:") + subject
 
 
 def backoff(failures: int, policy: Policy) -> int:
@@ -107,9 +115,21 @@ _CLAIM = {
     "sqlite": prepared(_claim_statement(sqlite.insert)),
     "postgresql": prepared(_claim_statement(postgresql.insert)),
 }
-_STATE = prepared(
-    select(_T.c.failures, _T.c.blocked_until, _T.c.locked).where(_T.c.key == bindparam("k"))
-)
+TABLE = _T
+
+
+@dataclass(frozen=True)
+class State:
+    """A throttle row as ``STATE_COLUMNS`` reads it."""
+
+    key: str
+    failures: int
+    blocked_until: int
+    locked: bool
+
+
+STATE_COLUMNS = (_T.c.key, _T.c.failures, _T.c.blocked_until, _T.c.locked)
+_STATE = prepared(select(*STATE_COLUMNS).where(_T.c.key == bindparam("k")))
 _RESET = prepared(
     update(_T)
     .where(_T.c.key == bindparam("k"), _T.c.locked == false())
@@ -194,12 +214,23 @@ def admit(session: Writer, policy: Policy, subject: str, now: int) -> Attempt:
     if dialect_name(session) != "sqlite":
         claim(session, policy, subject, now)
         return Attempt(policy, subject, now, claimed=True, failures=0)
-    row = session.execute(_STATE, {"k": key(policy, subject)}).first()
-    if row is None:
+    return admit_read(
+        policy, subject, now, session.execute(_STATE, {"k": key(policy, subject)}).first()
+    )
+
+
+def admit_read(policy: Policy, subject: str, now: int, state: Any | None) -> Attempt:
+    """``admit`` on the state its caller read in this same write transaction: ``STATE_COLUMNS``
+    (None where there is no row), read on SQLite, or on PostgreSQL with the row locked until the
+    commit (``FOR UPDATE``), so that no attempt is checked beside this one. Counts only a
+    failure, as on SQLite (``Attempt.failed``)."""
+    if state is None:
         return Attempt(policy, subject, now, claimed=False, failures=0)
-    if row.locked or row.blocked_until > now:  # the claim's own condition, ``_claim_statement``
-        raise _refusal(row, now)
-    return Attempt(policy, subject, now, claimed=False, failures=row.failures)
+    if state.key != key(policy, subject):
+        raise ValueError("the state read is another subject's")
+    if state.locked or state.blocked_until > now:  # the claim's own condition, ``_claim_statement``
+        raise _refusal(state, now)
+    return Attempt(policy, subject, now, claimed=False, failures=state.failures)
 
 
 def lock_if_exhausted(session: Writer, policy: Policy, subject: str) -> bool:
