@@ -241,8 +241,9 @@ class PipelinedTransaction(Direct):
     A batch's writes go in order, before the statement they wait for, so that statement sees
     them; if the database refuses them, that statement or the commit raises, and the whole
     transaction is rolled back, as it was when the batch went alone. A verify made seven round
-    trips (``BEGIN``, four statements, the batch, ``COMMIT``) and with this made five (four
-    since its spend went in the batch, ``transactions.spend_locked``): at half the
+    trips (``BEGIN``, four statements, the batch, ``COMMIT``) and with this made five (three
+    since: its spend goes in the batch, ``transactions.spend_locked``, and the throttle's row
+    is read with its login, ``throttle.admit_read``): at half the
     peak rate on PostgreSQL (three alternated pairs of runs) its median wrk p50 fell from 5.1
     to 4.8 ms and its p99 from 17.6 to 13.5 ms, and PostgreSQL spent 8% less CPU on it. Each
     round trip costs a wake-up of both sides, which a loaded 2-core machine pays for dearly;
