@@ -393,12 +393,12 @@ def _open_with_factor(
     """The live login transaction of ``mfa_token``, its owner, the owner's active factor
     ``factor_id`` (None if there is no such factor, or no id), and the owner's throttle row for
     second factors (None if there is none)."""
-    dialect = writer.dialect.name
+    dialect, token_hash = writer.dialect.name, digest(mfa_token)
     if dialect != "sqlite":
         with writer.batch() as batch:
-            batch.execute(_ENSURE_THROTTLE, {"hash": digest(mfa_token)})
+            batch.execute(_ENSURE_THROTTLE, {"hash": token_hash})
     row = writer.execute(
-        _LIVE_WITH_FACTOR[dialect], {"hash": digest(mfa_token), "factor_id": factor_id}
+        _LIVE_WITH_FACTOR[dialect], {"hash": token_hash, "factor_id": factor_id}
     ).first()
     if row is None:
         raise InvalidMfaToken
