@@ -40,6 +40,7 @@ from ..models import (
     FactorRow,
     FactorView,
     LoginTransaction,
+    Throttle,
     User,
     table_of,
 )
@@ -324,6 +325,7 @@ def verify(
 _T = table_of(LoginTransaction)
 _U = table_of(User)
 _F = table_of(Factor)
+_TH = table_of(Throttle)
 # A password login's one read: the account called that (any case) and the views of its active
 # factors, a row per factor (or one with none: id NULL), read with the claim before the hash
 # so that the writes after it need no read of their own.
@@ -335,7 +337,6 @@ _CREDENTIALS = prepared(
 )
 _LOGIN_FIELDS = len(transactions.LOGIN_COLUMNS)
 _STATE_FIELDS = len(throttle.STATE_COLUMNS)
-_TH = throttle.TABLE
 _MFA_KEY = throttle.key_of_id(throttle.MFA, _T.c.user_id)
 # On PostgreSQL the user's throttle row, made (with nothing counted) at the user's first verify,
 # so that the read after it can lock it: FOR UPDATE locks no row that is not there. It waits to

@@ -115,7 +115,6 @@ _CLAIM = {
     "sqlite": prepared(_claim_statement(sqlite.insert)),
     "postgresql": prepared(_claim_statement(postgresql.insert)),
 }
-TABLE = _T
 
 
 @dataclass(frozen=True)
