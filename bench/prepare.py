@@ -15,6 +15,7 @@ import os
 import secrets
 import struct
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ class Dataset:
     password: str
     webauthn: list[str]  # verify bodies, one assertion each
     webauthn_missing: str | None  # why there are none
+    webauthn_since: float | None  # time.time() as the first of their ceremonies began
 
 
 def hotp(key: bytes, counter: int, digits: int = TOTP_DIGITS) -> str:
@@ -108,10 +110,12 @@ def _fill(env: Mapping[str, str], verify_users: int, webauthn_users: int) -> tup
         access_tokens = _access_tokens(ctx, [u.user_id for u in me_users], now)
         webauthn_missing = webauthn.missing()
         webauthn_bodies: list[str] = []
+        webauthn_since = None
         if webauthn_missing is None:
             key_users = _users(
                 ctx, "key", webauthn_users, password_hash, now, logins=False, totp=False
             )
+            webauthn_since = time.time()
             webauthn_bodies = webauthn.prepare(
                 ctx, [u.user_id for u in key_users], now, TRANSACTION_TTL_S
             )
@@ -123,6 +127,7 @@ def _fill(env: Mapping[str, str], verify_users: int, webauthn_users: int) -> tup
                 password=password,
                 webauthn=webauthn_bodies,
                 webauthn_missing=webauthn_missing,
+                webauthn_since=webauthn_since,
             ),
             schema,
         )

@@ -6,7 +6,7 @@ and ``confirm``, ``login.challenge``), answered by the software authenticator of
 (``tests/softauthn.py``), so the stored state is exactly what a browser's login would leave.
 That costs a few milliseconds per user, so fewer users are prepared than for TOTP; a run that
 uses them all says so and its rate is a lower bound. A ceremony lives 300 s (WebAuthn section
-5.4, the timeout the service uses), so the security-key run comes soon after the preparation.
+5.4, the timeout the service uses), so the security-key run is the first after the warm-up.
 """
 
 from __future__ import annotations
