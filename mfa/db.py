@@ -49,6 +49,12 @@ Reader: TypeAlias = Session | Direct
 Writer: TypeAlias = Session | Direct
 
 
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL of the service (``postgresql+psycopg://``) as psycopg's own
+    connections take it, password included."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def dialect_name(runner: Reader) -> str:
     """The backend's name ("sqlite" or "postgresql"), for the few statements that differ."""
     if isinstance(runner, Direct):
@@ -191,9 +197,8 @@ class Database:
         background: the first ``fetch`` waits for one."""
         if self.is_sqlite or self._loop_reads is not None:
             return
-        conninfo = make_url(self.url).set(drivername="postgresql")
         self._loop_reads = AsyncConnectionPool(
-            conninfo.render_as_string(hide_password=False),
+            libpq_url(self.url),
             # Named, so that an operator tells them apart in pg_stat_activity.
             kwargs={"autocommit": True, "application_name": LOOP_READS_NAME},
             min_size=1,

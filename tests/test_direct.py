@@ -11,11 +11,10 @@ import psycopg
 import pytest
 from psycopg import pq
 from sqlalchemy import bindparam, event, func, insert, select, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import PoolProxiedConnection
 
 from mfa import direct
-from mfa.db import Database, dialect_name
+from mfa.db import Database, dialect_name, libpq_url
 from mfa.direct import prepared
 from mfa.models import Factor, Throttle, table_of
 from mfa.services import throttle
@@ -308,7 +307,7 @@ def test_on_postgresql_the_first_statement_runs_in_the_transaction(db):
     with db.direct() as writer:
         _add(writer, "a")
     lock = "SELECT key FROM throttles WHERE key = 'a' FOR UPDATE"
-    url = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    url = libpq_url(db.url)
     with db.direct() as writer, psycopg.connect(url, autocommit=True) as other:
         writer.execute(text(lock))  # goes with the BEGIN: the lock stays until the commit
         with pytest.raises(psycopg.errors.LockNotAvailable):

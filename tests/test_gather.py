@@ -13,11 +13,10 @@ import psycopg
 import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
 
 from mfa import schema
 from mfa.context import Context
-from mfa.db import Database
+from mfa.db import Database, libpq_url
 from mfa.gather import Gather
 from mfa.models import User, table_of
 from mfa.services import factors
@@ -250,7 +249,7 @@ def fresh_pg_database() -> Iterator[str]:
         db = Database(url)
         schema.ensure(db, upgrade_if_behind=False)
         db.dispose()
-        yield make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        yield libpq_url(url)
 
 
 @pytest.mark.parametrize("statement", [_ME_MANY, _USERS_FACTORS_MANY], ids=["me", "factors"])

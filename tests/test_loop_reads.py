@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
-from mfa.db import LOOP_READS_NAME
+from mfa.db import LOOP_READS_NAME, libpq_url
 from mfa.models import User
 
 from .helpers import bearer, enroll_first_totp, signup
 
 
 def _close_loop_reads_from_the_server(database_url: str) -> int:
-    url = make_url(database_url).set(drivername="postgresql")
-    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         closed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = %s AND datname = current_database()",
