@@ -202,8 +202,9 @@ def markdown(rows: list[Row], env: Environment, schema: str, extra_notes: list[s
             f"{settings.WEBAUTHN_USERS['postgresql']:,} (PostgreSQL) users register a "
             "key of `tests/softauthn.py` through the service's own enroll and confirm, and each "
             "login transaction keeps the ceremony of `login.challenge` that one assertion made "
-            "beforehand answers; each assertion is sent once, `{mfa_token, credential}`, over "
-            f"{settings.WEBAUTHN_DURATION_S} s.",
+            "beforehand answers. The run comes first after the warm-up, since a ceremony lives "
+            "300 s: the assertions go youngest first, each at most once, `{mfa_token, "
+            f"credential}}`, over {settings.WEBAUTHN_DURATION_S} s.",
             "- Other load: the bench reads /proc to tell its own processes' CPU time (driver, "
             "server, wrk, and PostgreSQL's while it is measured) from everything else's, waits "
             "up to a minute for quiet before each database, and flags every run during which "

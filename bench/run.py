@@ -368,8 +368,8 @@ def key_row(m: Measured, vs: Callable[[Result], float], clean: Callable[[Result]
         r.rate,
         ratio,
         notes=(
-            f"each of {settings.WEBAUTHN_USERS[m.kind]:,} prepared assertions sent once"
-            + ("" if clean(r) else "; see errors"),
+            f"{settings.WEBAUTHN_USERS[m.kind]:,} prepared assertions, youngest first, "
+            "each sent at most once" + ("" if clean(r) else "; see errors"),
         ),
     )
 
