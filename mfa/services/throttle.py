@@ -163,12 +163,12 @@ def claim(session: Writer, policy: Policy, subject: str, now: int) -> int:
         },
     ).scalar()
     if number is None:
-        raise _refusal(session.execute(_STATE, {"k": k}).one(), now)
+        raise _refusal(State(*session.execute(_STATE, {"k": k}).one()), now)
     return number
 
 
-def _refusal(state: Any, now: int) -> Locked | TooManyAttempts:
-    """Why an attempt in ``state`` (a ``_STATE`` row that the claim's condition refuses) is not
+def _refusal(state: State, now: int) -> Locked | TooManyAttempts:
+    """Why an attempt in ``state`` (a row that the claim's condition refuses) is not
     checked: the lock, or the back-off with the seconds left of it."""
     return Locked() if state.locked else TooManyAttempts(state.blocked_until - now)
 
@@ -213,12 +213,10 @@ def admit(session: Writer, policy: Policy, subject: str, now: int) -> Attempt:
     if dialect_name(session) != "sqlite":
         claim(session, policy, subject, now)
         return Attempt(policy, subject, now, claimed=True, failures=0)
-    return admit_read(
-        policy, subject, now, session.execute(_STATE, {"k": key(policy, subject)}).first()
-    )
+    return admit_read(policy, subject, now, _read(session, key(policy, subject)))
 
 
-def admit_read(policy: Policy, subject: str, now: int, state: Any | None) -> Attempt:
+def admit_read(policy: Policy, subject: str, now: int, state: State | None) -> Attempt:
     """``admit`` on the state its caller read in this same write transaction: ``STATE_COLUMNS``
     (None where there is no row), read on SQLite, or on PostgreSQL with the row locked until the
     commit (``FOR UPDATE``), so that no attempt is checked beside this one. Counts only a
@@ -247,5 +245,10 @@ def clear(session: Writer, policy: Policy, subject: str) -> bool:
 
 
 def is_locked(session: Reader, policy: Policy, subject: str) -> bool:
-    row = session.execute(_STATE, {"k": key(policy, subject)}).first()
-    return bool(row and row.locked)
+    state = _read(session, key(policy, subject))
+    return state is not None and bool(state.locked)
+
+
+def _read(session: Reader, k: str) -> State | None:
+    row = session.execute(_STATE, {"k": k}).first()
+    return State(*row) if row else None
