@@ -2,7 +2,7 @@
 
 Short runs on purpose: the loads of both databases take about three minutes on a 2-core
 machine, with the load generator on the same cores as the service. Preparing the users takes
-longer (the whole bench ten to twelve minutes, 2026-11-28).
+longer (the whole bench nine to twelve minutes, 2026-11-28).
 """
 
 from __future__ import annotations
