@@ -15,7 +15,6 @@ import os
 import secrets
 import struct
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,8 +114,7 @@ def _fill(env: Mapping[str, str], verify_users: int, webauthn_users: int) -> tup
             key_users = _users(
                 ctx, "key", webauthn_users, password_hash, now, logins=False, totp=False
             )
-            webauthn_since = time.time()
-            webauthn_bodies = webauthn.prepare(
+            webauthn_bodies, webauthn_since = webauthn.prepare(
                 ctx, [u.user_id for u in key_users], now, TRANSACTION_TTL_S
             )
         return (

@@ -138,7 +138,8 @@ def bench_database(kind: str, url: str, workdir: Path, patience_s: float) -> Mea
         run(Load("warmup-me", "GET", "/api/me", Feed.BEARER, tokens_file, duration_s=warm))
         # First after the warm-up: a WebAuthn ceremony lives 300 s (CEREMONY_SECONDS), and the
         # oldest of the prepared ones began while the preparation still had minutes to go
-        # (SQLite's 12,000 took about four minutes, 2026-11-28).
+        # (SQLite's 12,000 logins, opened after their keys were registered, took about two
+        # minutes, 2026-11-28).
         key_verify = None
         if data.webauthn:
             if data.webauthn_since is not None:

@@ -32,10 +32,11 @@ PACED_CONNECTIONS = 64
 # Prepared users. Each TOTP verification needs its own user and login transaction (a code is
 # good once per time step); the peak run gets two thirds, the half-rate run the rest.
 VERIFY_USERS = {"sqlite": 60_000, "postgresql": 45_000}
-# Security-key logins are prepared through the service's own calls, about 9 ms each; their run
-# is shorter than the others so that these last it out (wrk runs for its whole duration, so a
-# run that ran out early would report a rate below the real one). SQLite's 9,000 ran out on a
-# machine that answered about 1,800 a second (2026-11-27).
+# Security-key logins are prepared through the service's own calls, 9 to 23 ms each on SQLite
+# by the machine (2026-11-27 and 28); their run is shorter than the others so that these last
+# it out (wrk runs for its whole duration, so a run that ran out early would report a rate below
+# the real one). SQLite's 9,000 ran out on a machine that answered about 1,800 a second
+# (2026-11-27).
 WEBAUTHN_USERS = {"sqlite": 12_000, "postgresql": 4_000}
 WEBAUTHN_DURATION_S = 5
 ME_USERS = 256
