@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -166,9 +167,16 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(
         dest="action", required=True
     )
-    keys.add_parser("rotate", help="make a new signing key current").set_defaults(
-        handler=_keys_rotate
+    rotate = keys.add_parser("rotate", help="make a new signing key current")
+    rotate.add_argument(
+        "--after",
+        type=_seconds,
+        default=0,
+        metavar="SECONDS",
+        help="publish the new key now and let it sign only that many seconds from now, so "
+        "that verifiers that cache the JWKS (max-age 60) know it first; 120 covers them",
     )
+    rotate.set_defaults(handler=_keys_rotate)
     return parser
 
 
@@ -374,8 +382,28 @@ def _db_prune(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+# A staged key waits at most a day: longer is more likely a typo than a plan.
+_MAX_KEY_DELAY_S = 86_400
+
+
+def _seconds(text: str) -> int:
+    """A whole number of seconds, zero or more (argparse's type for ``--after``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= value <= _MAX_KEY_DELAY_S:
+        raise argparse.ArgumentTypeError(f"must be 0 to {_MAX_KEY_DELAY_S} seconds")
+    return value
+
+
 def _keys_rotate(args: argparse.Namespace, ctx: Context) -> int:
-    kid = keys.rotate_now(ctx.db, ctx.box, ctx.now(), CLI)
+    now = ctx.now()
+    kid = keys.rotate_now(ctx.db, ctx.box, now, CLI, after=args.after)
+    if args.after:
+        # RFC 3339, as the other commands take times (``mfa.times``).
+        starts = datetime.fromtimestamp(now + args.after, UTC).isoformat().replace("+00:00", "Z")
+        print(f"published now; signs from {starts} ({now + args.after})")
     print(f"new signing key {kid}")
     return 0
 

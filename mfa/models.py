@@ -297,6 +297,10 @@ class SigningKey(SQLModel, table=True):
     private_key: bytes = Field(sa_type=LargeBinary)  # sealed PEM
     public_jwk: str = Field(sa_type=Text)
     created_at: int = Field(sa_type=BigInteger)
+    # When it signs from (``mfa keys rotate --after``): published before, so that verifiers
+    # holding a cached JWKS know it by then. None: at once (every key made before 0003, too).
+    signs_from: int | None = Field(default=None, sa_type=BigInteger)
+    # When it stopped, or stops, signing; it stays published for the tokens it signed.
     retired_at: int | None = Field(default=None, sa_type=BigInteger)
 
 

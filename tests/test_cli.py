@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import select
 
 from mfa.db import Database
@@ -70,6 +71,35 @@ def test_keys_rotate_makes_a_new_current_key(env):
     db.dispose()
     assert [k.kid for k in keys if k.retired_at is None] == [kid]
     assert len(keys) == 2
+
+
+def test_keys_rotate_after_publishes_a_key_that_signs_later(env):
+    assert mfa(env, "keys", "rotate").returncode == 0
+    r = mfa(env, "keys", "rotate", "--after", "120")
+    assert r.returncode == 0, r.stderr
+    kid = r.stdout.split()[-1]
+    assert "signs from" in r.stdout
+    db = Database(env["MFA_DATABASE_URL"])
+    with db.read() as s:
+        stored = {k.kid: k for k in s.scalars(select(SigningKey)).all()}
+    db.dispose()
+    staged = stored.pop(kid)
+    [old] = stored.values()
+    assert staged.retired_at is None
+    assert staged.signs_from == old.retired_at == staged.created_at + 120
+
+
+@pytest.mark.parametrize("after", ["-1", "soon", "86401"])
+def test_keys_rotate_after_refuses_a_bad_delay_and_changes_nothing(env, after):
+    assert mfa(env, "keys", "rotate").returncode == 0
+    r = mfa(env, "keys", "rotate", "--after", after)
+    assert r.returncode == 2
+    assert "--after" in r.stderr
+    assert "Traceback" not in r.stderr
+    db = Database(env["MFA_DATABASE_URL"])
+    with db.read() as s:
+        assert len(s.scalars(select(SigningKey)).all()) == 1
+    db.dispose()
 
 
 def test_a_bad_setting_is_a_clear_error(env):

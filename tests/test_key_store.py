@@ -24,6 +24,8 @@ from mfa.secretbox import SecretBox
 from mfa.services import keys
 from mfa.services.keys import KeyStore
 
+from .helpers import Clock
+
 T = TypeVar("T")
 INSTANCES = 8
 
@@ -119,3 +121,87 @@ def test_an_unknown_kid_on_an_expired_cache_reads_the_keys_once(db, settings, bo
     reads = _counting_reads(store)
     assert not store.knows(secrets.token_urlsafe(12))
     assert len(reads) == 1
+
+
+# Rotations that publish their key first (``rotate(after=...)``, ``mfa keys rotate --after``).
+
+
+@pytest.fixture
+def clocked(
+    db: Database, settings: Settings, box: SecretBox, clock: Clock
+) -> Iterator[list[KeyStore]]:
+    """Two key stores on one database, each with its own connections, on the test's clock."""
+    dbs = [Database(db.url) for _ in range(2)]
+    yield [KeyStore(d, box, settings=settings, clock=clock) for d in dbs]
+    for d in dbs:
+        d.dispose()
+
+
+def _kids(store: KeyStore) -> set[str]:
+    return {key["kid"] for key in store.jwks()["keys"]}
+
+
+def test_a_staged_key_is_published_at_once_and_signs_from_its_moment_without_a_reload(
+    db, clocked, box, clock
+):
+    here, elsewhere = clocked
+    old = str(here.signer().kid)
+    new = keys.rotate_now(elsewhere._db, box, int(clock()), CLI, after=120)
+    assert here.knows(new)  # a JWKS fetched now has it: verifiers know it before it signs
+    assert _kids(here) == _kids(elsewhere) == {old, new}
+    reads = [_counting_reads(store) for store in clocked]
+    clock.advance(119)
+    assert {str(store.signer().kid) for store in clocked} == {old}
+    clock.advance(1)
+    # Both switch at the same second, by the clock, from what they had loaded.
+    assert {str(store.signer().kid) for store in clocked} == {new}
+    assert reads == [[], []]
+
+
+def test_a_key_retired_by_a_staged_rotation_stays_published_for_the_tokens_it_signed(
+    db, settings, box, clock
+):
+    store = KeyStore(db, box, settings=replace(settings, key_cache_seconds=0), clock=clock)
+    old = str(store.signer().kid)
+    new = keys.rotate_now(db, box, int(clock()), CLI, after=120)
+    [retired] = [k for k in _stored(db) if k.kid == old]
+    assert retired.retired_at == int(clock()) + 120
+    # Its last token, signed a second before the switch, lives for the access-token lifetime.
+    clock.advance(120 + settings.access_token_ttl + keys._SKEW_SECONDS - 1)
+    assert _kids(store) == {old, new}
+    clock.advance(1)
+    assert _kids(store) == {new}
+    assert str(store.signer().kid) == new
+
+
+def test_a_rotation_during_a_staged_one_retires_the_staged_key_before_it_signs(
+    db, settings, box, clock
+):
+    store = KeyStore(db, box, settings=replace(settings, key_cache_seconds=0), clock=clock)
+    first = str(store.signer().kid)
+    staged = keys.rotate_now(db, box, int(clock()), CLI, after=120)
+    clock.advance(10)
+    now = keys.rotate_now(db, box, int(clock()), CLI)  # a leak: rotate at once
+    assert str(store.signer().kid) == now
+    assert _kids(store) == {first, staged, now}  # published, though the staged never signs
+    clock.advance(200)
+    assert str(store.signer().kid) == now
+    assert len([k for k in _stored(db) if k.retired_at is None]) == 1
+
+
+def test_an_immediate_rotation_signs_at_once_on_an_instance_whose_clock_runs_behind(
+    db, settings, box, clock
+):
+    # The rotating host's clock is 30 s ahead: the old key's retirement lies in this
+    # instance's future, but the new key signs here at once all the same.
+    store = KeyStore(db, box, settings=replace(settings, key_cache_seconds=0), clock=clock)
+    old = str(store.signer().kid)
+    new = keys.rotate_now(db, box, int(clock()) + 30, CLI)
+    assert str(store.signer().kid) == new
+    assert _kids(store) == {old, new}
+
+
+def test_a_staged_rotation_refuses_a_start_in_the_past(db, box, clock):
+    with pytest.raises(ValueError, match="past"):
+        keys.rotate_now(db, box, int(clock()), CLI, after=-1)
+    assert _stored(db) == []

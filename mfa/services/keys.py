@@ -5,6 +5,12 @@ publish the same JWKS. A rotation on one instance reaches the others when their 
 (``MFA_KEY_CACHE_SECONDS``), or at once when they meet a token with a ``kid`` they do not know.
 Keys are made one at a time (``_lock_keys``): instances starting together on an empty database
 make one first key between them, not one each, which the others would not yet know.
+
+A rotation may publish its key before the key signs (``rotate(after=...)``): verifiers that
+refetch the JWKS only when their copy expires then know the key before the first token it signs.
+Each instance holds the keys that sign now or will, each with its moment, and picks the signer
+by the clock at each token: every instance that has loaded the staged key switches to it at
+the same second, with no reload.
 """
 
 from __future__ import annotations
@@ -39,8 +45,21 @@ _MISS_RELOAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
+class _Signer:
+    key: ECKey
+    signs_from: int | None  # None: at once, on every instance, whatever its clock says
+    retired_at: int | None  # when it stops signing, if it does
+
+    def started(self, now: int) -> bool:
+        return self.signs_from is None or self.signs_from <= now
+
+    def signs_at(self, now: int) -> bool:
+        return self.started(now) and (self.retired_at is None or self.retired_at > now)
+
+
+@dataclass(frozen=True)
 class _Snapshot:
-    signer: ECKey
+    signers: tuple[_Signer, ...]  # the keys that sign now or will, the newest first
     published: KeySet
     jwks: dict[str, Any]
     loaded_at: float
@@ -59,7 +78,7 @@ class KeyStore:
         self._missed_at = -_MISS_RELOAD_SECONDS  # when an unknown kid last made us reload
 
     def signer(self) -> ECKey:
-        return self._current().signer
+        return self._signer_of(self._current())
 
     def keyset(self) -> KeySet:
         return self._current().published
@@ -70,7 +89,17 @@ class KeyStore:
     def cached_signer(self) -> ECKey | None:
         """The current signing key if the cache is fresh: usable in the event loop."""
         snap = self._cached()
-        return snap.signer if snap is not None else None
+        return self._signer_of(snap) if snap is not None else None
+
+    def _signer_of(self, snap: _Snapshot) -> ECKey:
+        """The newest key whose turn it is now. A staged rotation makes its key's start the
+        old key's retirement, so one is due at any second. An immediate one retires the old
+        key at the clock of the instance that rotated, which may run ahead of this one's: the
+        newest key wins meanwhile, so it signs at once everywhere, as it did before staging."""
+        now = int(self._clock())
+        due = [s for s in snap.signers if s.signs_at(now)]
+        started = [s for s in snap.signers if s.started(now)]
+        return (due or started or list(snap.signers[-1:]))[0].key
 
     def cached(self, kid: str) -> KeySet | None:
         """The published keys, if ``kid`` is one of them and the cache is fresh: what a token
@@ -125,13 +154,18 @@ class KeyStore:
                 make_first(session, self._box, now)
             with self._db.read() as session:
                 rows = published_keys(session, now, self._settings.access_token_ttl)
-        current = next(r for r in rows if r.retired_at is None)
-        signer = jwt.load_private(
-            self._box.open(current.private_key, context=_context(current.kid)), current.kid
+        signers = tuple(
+            _Signer(
+                key=jwt.load_private(self._box.open(r.private_key, context=_context(r.kid)), r.kid),
+                signs_from=r.signs_from,
+                retired_at=r.retired_at,
+            )
+            for r in rows
+            if r.retired_at is None or r.retired_at > now
         )
         public = [json.loads(r.public_jwk) for r in rows]
         snap = _Snapshot(
-            signer=signer,
+            signers=signers,
             published=jwt.keyset(public),
             jwks={"keys": public},
             loaded_at=time.monotonic(),
@@ -145,17 +179,17 @@ def _publishes(snap: _Snapshot, kid: str) -> bool:
 
 
 def published_keys(session: Session, now: int, access_ttl: int) -> list[SigningKey]:
-    """The current key first, then retired keys whose tokens may still be alive."""
+    """The keys that sign now or will, and retired keys whose tokens may still be alive; the
+    newest first. Keys are made one at a time, so one signs at any moment; should a database
+    hold two unretired keys (made before that was so), the newest wins."""
     cutoff = now - access_ttl - _SKEW_SECONDS
-    rows = session.scalars(
-        select(SigningKey)
-        .where(or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > cutoff))
-        .order_by(col(SigningKey.created_at).desc(), col(SigningKey.kid))
-    ).all()
-    # Keys are made one at a time, so one is current; should a database hold two (made before
-    # that was so), the newest signs everywhere.
-    current = [r for r in rows if r.retired_at is None][:1]
-    return current + [r for r in rows if r not in current]
+    return list(
+        session.scalars(
+            select(SigningKey)
+            .where(or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > cutoff))
+            .order_by(col(SigningKey.created_at).desc(), col(SigningKey.kid))
+        ).all()
+    )
 
 
 def make_first(session: Session, box: SecretBox, now: int) -> None:
@@ -173,18 +207,26 @@ def _lock_keys(session: Session) -> None:
         session.execute(text("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE"))
 
 
-def rotate(session: Session, box: SecretBox, now: int) -> str:
-    """Retire the current key(s) and make a new one current; return its kid. Two rotations at
-    once take turns: the second retires the first's new key."""
+def rotate(session: Session, box: SecretBox, now: int, *, after: int = 0) -> str:
+    """Make a new key, published at once, that signs ``after`` seconds from ``now``, when the
+    keys signing until then retire; return its kid. Two rotations at once take turns: the
+    second retires the first's new key (before it signs, if it had not started yet)."""
     _lock_keys(session)
-    return _replace_current(session, box, now)
+    return _replace_current(session, box, now, after=after)
 
 
-def _replace_current(session: Session, box: SecretBox, now: int) -> str:
+def _replace_current(session: Session, box: SecretBox, now: int, *, after: int = 0) -> str:
+    if after < 0:
+        raise ValueError("a key cannot start signing in the past")
     key = jwt.generate_key()
     kid = str(key.kid)
+    starts = now + after
+    # Every key that would still sign at ``starts`` stops then: the current one, and one that
+    # an earlier rotation staged.
     session.execute(
-        update(SigningKey).where(col(SigningKey.retired_at).is_(None)).values(retired_at=now)
+        update(SigningKey)
+        .where(or_(col(SigningKey.retired_at).is_(None), col(SigningKey.retired_at) > starts))
+        .values(retired_at=starts)
     )
     session.add(
         SigningKey(
@@ -192,6 +234,7 @@ def _replace_current(session: Session, box: SecretBox, now: int) -> str:
             private_key=box.seal(jwt.private_pem(key), context=_context(kid)),
             public_jwk=json.dumps(jwt.public_jwk(key)),
             created_at=now,
+            signs_from=starts if after else None,
         )
     )
     return kid
@@ -201,9 +244,12 @@ def _context(kid: str) -> str:
     return f"signing_key:{kid}:private_key"
 
 
-def rotate_now(db: Database, box: SecretBox, now: int, meta: RequestMeta) -> str:
-    """``mfa keys rotate``: a new key signs from now on; the old one stays published."""
+def rotate_now(db: Database, box: SecretBox, now: int, meta: RequestMeta, *, after: int = 0) -> str:
+    """``mfa keys rotate``: a new key signs from now on, or from ``after`` seconds on and
+    published meanwhile; the old one stays published for the tokens it signed."""
     with db.write() as session:
-        kid = rotate(session, box, now)
-        audit.record(session, "signing_key_rotated", now=now, meta=meta, kid=kid)
+        kid = rotate(session, box, now, after=after)
+        audit.record(
+            session, "signing_key_rotated", now=now, meta=meta, kid=kid, signs_from=now + after
+        )
     return kid
